@@ -1,0 +1,62 @@
+"""tbptt: train recurrent models on long sequences with the gradient you choose.
+
+Shape convention for the whole package (time-major, as torch's RNNs):
+
+    T  time steps          B  batch = parallel streams     H  hidden size
+    V  vocabulary size     L  layers                        I  input size
+
+    tokens (N,)   inputs, targets (T, B)   logits (T, B, V)
+    state (L, B, H), or (hidden, cell) = ((L, B, H), (L, B, H)) for LSTM
+
+The one abstraction: a gradient gate xi_t on each state edge h_{t-1} -> h_t,
+identity forward, gradient times xi_t backward (xi = 0 is a real detach).
+A truncation strategy is a rule for the gates and for where windows end.
+"""
+
+from tbptt.data import TextData, load_corpus, prepare_text
+from tbptt.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    NonFiniteError,
+    SpecError,
+    TbpttError,
+)
+from tbptt.models import ModelConfig, Recurrent, RecurrentLM, apply_gate
+from tbptt.train import TrainConfig, Trainer, generate, sequence_gradient
+from tbptt.truncation import (
+    FullBPTT,
+    RandomizedTruncation,
+    RegularTruncation,
+    Strategy,
+    Window,
+    parse_strategy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TextData",
+    "load_corpus",
+    "prepare_text",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "NonFiniteError",
+    "SpecError",
+    "TbpttError",
+    "ModelConfig",
+    "Recurrent",
+    "RecurrentLM",
+    "apply_gate",
+    "TrainConfig",
+    "Trainer",
+    "generate",
+    "sequence_gradient",
+    "FullBPTT",
+    "RandomizedTruncation",
+    "RegularTruncation",
+    "Strategy",
+    "Window",
+    "parse_strategy",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from tbptt.cli import main
+
+sys.exit(main())

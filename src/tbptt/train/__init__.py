@@ -1,0 +1,26 @@
+"""Train layer: the loop (the only place that calls backward and steps the optimizer),
+evaluation, generation, metrics and checkpoints."""
+
+from tbptt.train.checkpoint import load_checkpoint, save_checkpoint
+from tbptt.train.engine import sequence_gradient, window_loss
+from tbptt.train.evaluate import evaluate, evaluation_streams, unigram_perplexity
+from tbptt.train.generate import generate
+from tbptt.train.metrics import MetricsWriter, read_metrics
+from tbptt.train.trainer import OPTIMIZERS, TrainConfig, Trainer, build_optimizer
+
+__all__ = [
+    "load_checkpoint",
+    "save_checkpoint",
+    "sequence_gradient",
+    "window_loss",
+    "evaluate",
+    "evaluation_streams",
+    "unigram_perplexity",
+    "generate",
+    "MetricsWriter",
+    "read_metrics",
+    "OPTIMIZERS",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+]

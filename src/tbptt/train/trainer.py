@@ -1,0 +1,329 @@
+"""The training loop: the only place that calls ``backward()`` and ``optimizer.step()``.
+
+Per epoch, until the stream is exhausted::
+
+    window = strategy.plan(steps left, generator)       # length, gates, reset, lr factor
+    batch  = stream.next(window.length)                 # inputs, targets (T, B)
+    state  = zeros if batch.reset or window.reset else detach(carried state)
+    logits, state = model(batch.inputs, state, window.gates)
+    loss = sum of token losses / (B * K)                # K: strategy.reference_length
+    loss.backward(); clip by global norm; check finite; optimizer.step()
+    carried state = detach(state)
+
+The run's whole state -- model, optimizer, carried hidden state, stream
+position, epoch and step counters, and every random generator -- is returned
+by :meth:`Trainer.state_dict` so a run can be checkpointed and resumed exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tbptt.data.streams import RandomStream, SequentialStream
+from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.models.gating import State, detach_state, map_state
+from tbptt.train.evaluate import evaluate, evaluation_streams
+from tbptt.train.metrics import MetricsWriter
+from tbptt.truncation import Strategy, Window, parse_strategy
+
+__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "build_optimizer"]
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SAMPLING = ("sequential", "random")
+NONFINITE = ("stop", "skip")
+
+
+@dataclass
+class TrainConfig:
+    """Training options (saved with every run and checkpoint).
+
+    ``clip = 0`` turns gradient clipping off. ``nonfinite``: on a NaN/inf loss
+    or gradient, ``"stop"`` raises :class:`NonFiniteError`, ``"skip"`` drops
+    the step and counts it; either way the optimizer never applies it.
+    """
+
+    strategy: str = "regular:35"
+    batch_size: int = 32
+    epochs: int = 20
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    clip: float = 1.0
+    sampling: str = "sequential"
+    eval_batch_size: int = 16
+    eval_window: int = 256
+    nonfinite: str = "stop"
+    seed: int = 0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def check(self) -> None:
+        """Raise one :class:`ConfigError` listing every invalid option."""
+        problems = []
+        if self.batch_size < 1:
+            problems.append(f"batch size must be >= 1, got {self.batch_size}")
+        if self.epochs < 0:
+            problems.append(f"epochs must be >= 0, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if not (self.clip >= 0 and math.isfinite(self.clip)):
+            problems.append(f"clip must be >= 0 (0 = off), got {self.clip}")
+        if self.sampling not in SAMPLING:
+            problems.append(f"unknown sampling {self.sampling!r}, expected one of {', '.join(SAMPLING)}")
+        if self.nonfinite not in NONFINITE:
+            problems.append(f"unknown non-finite policy {self.nonfinite!r}, expected {' or '.join(NONFINITE)}")
+        if self.eval_batch_size < 1 or self.eval_window < 1:
+            problems.append("evaluation batch size and window must be >= 1")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Trainer:
+    """Trains ``model`` on a token stream under a truncation strategy.
+
+    Args:
+        model: a module called as ``model(inputs (T, B), state, gates) -> (logits (T, B, V), state)``
+            with ``initial_state(batch_size)``; :class:`tbptt.models.RecurrentLM` is one.
+        train_tokens: (N,) training stream.
+        valid_tokens: (M,) validation stream (may be empty: no evaluation).
+        config: the options.
+        metrics: where step and epoch records go (None: kept in memory only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_tokens: torch.Tensor,
+        valid_tokens: torch.Tensor,
+        config: TrainConfig,
+        *,
+        metrics: MetricsWriter | None = None,
+    ):
+        config.check()
+        self.config = config
+        self.device = torch.device(config.device)
+        self.model = model.to(self.device)
+        self.strategy: Strategy = parse_strategy(config.strategy)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        train_tokens = train_tokens.to(self.device)
+        if config.sampling == "random":
+            self.stream = RandomStream(train_tokens, config.batch_size, self.generator)
+        else:
+            self.stream = SequentialStream(train_tokens, config.batch_size)
+        need = self.strategy.reference_length(self.stream.steps)
+        if self.stream.steps < need:
+            have = len(train_tokens)
+            raise DataError(
+                f"the training text has {have} tokens: {config.batch_size} streams of "
+                f"{self.stream.steps} steps, shorter than one {self.strategy.spec} window of {need} "
+                f"steps; use a longer text, a smaller --batch-size or a shorter window"
+            )
+        self.reference_length = need
+        self.optimizer = build_optimizer(config, self.model.parameters())
+        self.metrics = metrics or MetricsWriter(None)
+        if len(valid_tokens) > 0:
+            context = int(train_tokens[-1])
+            vi, vt = evaluation_streams(context, valid_tokens.cpu(), config.eval_batch_size)
+            self.valid_inputs, self.valid_targets = vi.to(self.device), vt.to(self.device)
+        else:
+            self.valid_inputs = self.valid_targets = None
+        self.state: State | None = None
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.skipped = 0  # steps dropped for non-finite values
+        self._epoch_loss = 0.0
+        self._epoch_tokens = 0
+        self._epoch_seconds = 0.0
+
+    # -- one step ----------------------------------------------------------------------
+
+    def _initial_state(self, batch_size: int) -> State:
+        return self.model.initial_state(batch_size)
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, window: Window, reset: bool) -> dict:
+        """Forward, backward, clip and step on one window; returns its metrics record."""
+        model, opt = self.model, self.optimizer
+        model.train()
+        batch_size = inputs.shape[1]
+        if reset or window.reset or self.state is None:
+            state = self._initial_state(batch_size)
+        else:
+            state = detach_state(self.state)
+        logits, state = model(inputs, state, window.gates)  # (T, B, V)
+        loss_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        loss = loss_sum / (batch_size * self.reference_length)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.clip if self.config.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        loss_value, norm_value = torch.stack([loss_sum.detach(), grad_norm.detach().to(loss_sum.dtype)]).tolist()
+        tokens = inputs.numel()
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        if finite:
+            base_lr = self.config.lr
+            if window.lr_scale != 1.0:
+                for group in opt.param_groups:
+                    group["lr"] = base_lr * window.lr_scale
+            opt.step()
+            if window.lr_scale != 1.0:
+                for group in opt.param_groups:
+                    group["lr"] = base_lr
+            self.state = detach_state(state)
+        elif self.config.nonfinite == "skip":
+            self.skipped += 1
+            self.state = None  # a non-finite state would poison every later window
+        else:
+            raise NonFiniteError(
+                f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at epoch "
+                f"{self.epoch + 1}, step {self.step + 1} (window at row {self.stream.position - inputs.shape[0]}, "
+                f"gradient norm {norm_value:g}); no step was taken. Lower --lr, set --clip, "
+                "or pass --nonfinite skip"
+            )
+        self.step += 1
+        return {
+            "event": "step",
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "length": inputs.shape[0],
+            "loss": loss_value / tokens,
+            "grad_norm": norm_value,
+            "clipped": bool(self.config.clip > 0 and norm_value > self.config.clip),
+            "skipped": not finite,
+            "lr": self.config.lr * window.lr_scale,
+            "tokens": tokens,
+        }
+
+    # -- epochs ------------------------------------------------------------------------
+
+    def train_epoch(self, on_step: Callable[[dict], None] | None = None) -> dict:
+        """Run windows to the end of the stream (from where it stands), then evaluate."""
+        stream, strategy = self.stream, self.strategy
+        while (remaining := stream.remaining()) > 0:
+            window = strategy.plan(remaining, self.generator)
+            start = time.perf_counter()
+            batch = stream.next(window.length)
+            record = self.train_step(batch.inputs, batch.targets, window, batch.reset)
+            self._epoch_seconds += time.perf_counter() - start
+            if not record["skipped"]:
+                self._epoch_loss += record["loss"] * record["tokens"]
+                self._epoch_tokens += record["tokens"]
+            self.metrics.write(record)
+            if on_step is not None:
+                on_step(record)
+        self.epoch += 1
+        stream.restart()
+        train_loss = self._epoch_loss / max(1, self._epoch_tokens)
+        record = {
+            "event": "epoch",
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_loss": train_loss,
+            "train_ppl": math.exp(min(train_loss, 700.0)),
+            "tokens": self._epoch_tokens,
+            "seconds": self._epoch_seconds,
+            "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
+            "skipped_steps": self.skipped,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        if self.device.type == "cuda":
+            record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
+        self.state = None
+        if self.valid_inputs is not None:
+            record["val_loss"], record["val_ppl"] = self.evaluate()
+        self.metrics.write(record)
+        return record
+
+    def evaluate(self) -> tuple[float, float]:
+        """(mean loss in nats, perplexity) on the validation stream, state carried, no graph."""
+        total, count = evaluate(
+            self.model, self.valid_inputs, self.valid_targets, window=self.config.eval_window
+        )
+        loss = total / max(1, count)
+        return loss, math.exp(min(loss, 700.0))
+
+    def fit(
+        self,
+        epochs: int | None = None,
+        *,
+        on_step: Callable[[dict], None] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+    ) -> list[dict]:
+        """Train until ``epochs`` (default: the config's) epochs are complete; returns epoch records."""
+        target = self.config.epochs if epochs is None else epochs
+        records = []
+        while self.epoch < target:
+            record = self.train_epoch(on_step)
+            records.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+        return records
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """Expected optimizer steps per epoch (exact for deterministic strategies)."""
+        return math.ceil(self.stream.steps / self.reference_length)
+
+    # -- run state ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly (see the module docstring)."""
+        hidden = map_state(lambda t: t.detach().cpu(), self.state) if self.state is not None else None
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "hidden": hidden,
+            "epoch": self.epoch,
+            "step": self.step,
+            "skipped": self.skipped,
+            "position": self.stream.position,
+            "epoch_partial": [self._epoch_loss, self._epoch_tokens, self._epoch_seconds],
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        self.model.load_state_dict(d["model"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        hidden = d.get("hidden")
+        self.state = map_state(lambda t: t.to(self.device), hidden) if hidden is not None else None
+        self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
+        self.stream.position = d["position"]
+        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = d.get("epoch_partial", [0.0, 0, 0.0])
+        self.generator.set_state(d["generator"])
+        torch.set_rng_state(d["torch_rng"])
