@@ -39,7 +39,10 @@ def reference_loss(model, inputs, targets, *, cuts=(), scales=None, state=None):
     else:
         hs, cs = list(state.unbind(0)), [None] * L
     weights = [
-        tuple(getattr(rec.core, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        tuple(
+            getattr(rec.core, f"{n}_l{layer}")
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
         for layer in range(L)
     ]
     total = 0.0
@@ -71,8 +74,14 @@ def tiny_lm(kind, *, layers=1, vocab=7, hidden=4, embedding=3, seed=0):
     from tbptt.models import ModelConfig, RecurrentLM
 
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=vocab, kind=kind, hidden_size=hidden, num_layers=layers,
-                      embedding_size=embedding, dropout=0.0)
+    cfg = ModelConfig(
+        vocab_size=vocab,
+        kind=kind,
+        hidden_size=hidden,
+        num_layers=layers,
+        embedding_size=embedding,
+        dropout=0.0,
+    )
     return RecurrentLM(cfg).double()
 
 

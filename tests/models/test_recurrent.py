@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from tbptt.models import KINDS, ModelConfig, Recurrent, RecurrentLM, ScaleGrad, apply_gate, segments
 from tbptt.errors import ConfigError
+from tbptt.models import KINDS, ModelConfig, Recurrent, RecurrentLM, ScaleGrad, apply_gate, segments
 from tests.reference import reference_loss, tiny_batch, tiny_lm
 
 FUSED = [k for k in KINDS if k != "linear"]
@@ -41,9 +41,9 @@ def test_gated_forward_matches_naive_reference(kind, layers):
     inputs, targets = tiny_batch()
     gates = [1.0, 1.5, 0.0, 1.0, 2.0, 1.0]
     params = list(model.parameters())
-    for path in (["steps", "fused"] if kind != "linear" else ["steps"]):
+    for path in ["steps", "fused"] if kind != "linear" else ["steps"]:
         logits, _ = model(inputs, None, gates, path=path)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()) 
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
         ref = reference_loss(model, inputs, targets, cuts={2}, scales={1: 1.5, 4: 2.0})
         torch.testing.assert_close(loss, ref, rtol=0, atol=1e-12)
         for a, b in zip(_grads(loss, params), _grads(ref, params)):
@@ -89,7 +89,9 @@ def test_linear_rnn_is_the_lectures_linear_recurrence():
 
 
 def test_one_hot_input_and_bad_configs():
-    m = RecurrentLM(ModelConfig(vocab_size=5, kind="gru", hidden_size=4, num_layers=1, embedding_size=0))
+    m = RecurrentLM(
+        ModelConfig(vocab_size=5, kind="gru", hidden_size=4, num_layers=1, embedding_size=0)
+    )
     logits, state = m(torch.tensor([[1, 2], [3, 4]]))
     assert logits.shape == (2, 2, 5) and state.shape == (1, 2, 4)
     with pytest.raises(ConfigError, match="unknown model"):

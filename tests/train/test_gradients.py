@@ -14,7 +14,9 @@ KINDS = ["gru", "lstm", "linear"]
 
 
 def _ref_grads(model, inputs, targets, **kw):
-    return torch.autograd.grad(reference_loss(model, inputs, targets, **kw), list(model.parameters()))
+    return torch.autograd.grad(
+        reference_loss(model, inputs, targets, **kw), list(model.parameters())
+    )
 
 
 def _assert_all_close(a, b, atol=1e-10):
@@ -70,7 +72,9 @@ def test_randomized_draw_equals_naive_loop_with_the_same_cuts_and_scales(kind):
         scales.update({pos + i: xi for i, xi in enumerate(w.gates) if i > 0})
         pos += w.length
     assert len(cuts) > 1 and scales  # the draw has both cuts and scaled edges
-    got = sequence_gradient(model, strategy, inputs, targets, generator=torch.Generator().manual_seed(5))
+    got = sequence_gradient(
+        model, strategy, inputs, targets, generator=torch.Generator().manual_seed(5)
+    )
     _assert_all_close(got, _ref_grads(model, inputs, targets, cuts=cuts, scales=scales))
 
 
@@ -81,17 +85,28 @@ def test_randomized_is_unbiased_and_regular_is_not():
     full = torch.cat([g.flatten() for g in sequence_gradient(model, FullBPTT(), inputs, targets)])
     n = 1500
     g = torch.Generator().manual_seed(0)
-    draws = torch.stack([
-        torch.cat([x.flatten() for x in sequence_gradient(model, RandomizedTruncation(3), inputs, targets, generator=g)])
-        for _ in range(n)
-    ])  # (n, P)
+    draws = torch.stack(
+        [
+            torch.cat(
+                [
+                    x.flatten()
+                    for x in sequence_gradient(
+                        model, RandomizedTruncation(3), inputs, targets, generator=g
+                    )
+                ]
+            )
+            for _ in range(n)
+        ]
+    )  # (n, P)
     mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
     live = se > 1e-12
-    z = ((mean - full)[live] / se[live])
+    z = (mean - full)[live] / se[live]
     assert z.abs().max() < 5.0, f"randomized mean is off by {z.abs().max():.1f} standard errors"
     assert 0.3 < (z**2).mean() < 3.0
-    reg = torch.cat([x.flatten() for x in sequence_gradient(model, RegularTruncation(2), inputs, targets)])
-    z_reg = ((reg - full)[live] / se[live])
+    reg = torch.cat(
+        [x.flatten() for x in sequence_gradient(model, RegularTruncation(2), inputs, targets)]
+    )
+    z_reg = (reg - full)[live] / se[live]
     assert z_reg.abs().max() > 10.0, "regular:2 should be measurably biased"
 
 
@@ -114,9 +129,13 @@ def test_regular_never_keeps_graph_behind_a_detach(kind):
     sizes, leaky, state, leak_state = [], [], None, None
     for start in range(0, 40, k):
         x, y = inputs[start : start + k], targets[start : start + k]
-        loss, state = window_loss(model, x, y, detach_state(state) if state is not None else None, Window(k))
+        loss, state = window_loss(
+            model, x, y, detach_state(state) if state is not None else None, Window(k)
+        )
         sizes.append(_graph_size(loss))
-        loss2, leak_state = window_loss(model, x, y, leak_state, Window(k))  # no detach: the graph grows
+        loss2, leak_state = window_loss(
+            model, x, y, leak_state, Window(k)
+        )  # no detach: the graph grows
         leaky.append(_graph_size(loss2))
     assert len(set(sizes[1:])) == 1, sizes
     assert leaky[-1] > 3 * leaky[1]

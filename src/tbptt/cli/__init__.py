@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tbptt.cli.env import env_command, env_parser
-from tbptt.cli.train import train_command, train_parser
+from tbptt.cli.env import env_parser
+from tbptt.cli.train import train_parser
 from tbptt.errors import TbpttError
 
 __all__ = ["main", "build_parser"]

@@ -39,8 +39,7 @@ def env_command(args) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
-    config = torch.__config__.show().strip().splitlines()
-    blas = [line.strip() for line in config if "BLAS" in line or "LAPACK" in line]
-    for line in blas:
-        print(f"{'build':<{width}}  {line}")
+    config = torch.__config__.show().replace(",", " ").split()
+    build = [item for item in config if item.split("=")[0] in ("BLAS_INFO", "LAPACK_INFO", "USE_OPENMP")]
+    print(f"{'build':<{width}}  {' '.join(build) or 'unknown'}")
     return 0

@@ -43,45 +43,101 @@ def train_parser(sub) -> None:
         help="train a recurrent language model with the gradient you choose",
         description="Train a recurrent language model; writes config, metrics, checkpoint and plots to --out.",
         epilog=STRATEGY_HELP,
-        formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(prog, width=100),
+        formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(
+            prog, width=100
+        ),
     )
     d, t = ModelConfig(vocab_size=2), TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", help="a UTF-8 text file, or a directory to cache The "
-                   "Time Machine in (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)")
-    g.add_argument("--tokens", choices=TOKENIZERS, default="char", help="token level (default: char)")
-    g.add_argument("--normalize", choices=NORMALIZERS, default="letters",
-                   help="letters: lowercase letters, everything else one space (the lecture's); "
-                   "none: raw text (default: letters)")
-    g.add_argument("--valid-fraction", type=float, default=0.1, help="tail held out for validation (default: 0.1)")
-    g.add_argument("--sampling", choices=("sequential", "random"), default=t.sampling,
-                   help="sequential: state carries across windows; random: random offsets, fresh state")
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a UTF-8 text file, or a directory to cache The "
+        "Time Machine in (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)",
+    )
+    g.add_argument(
+        "--tokens", choices=TOKENIZERS, default="char", help="token level (default: char)"
+    )
+    g.add_argument(
+        "--normalize",
+        choices=NORMALIZERS,
+        default="letters",
+        help="letters: lowercase letters, everything else one space (the lecture's); "
+        "none: raw text (default: letters)",
+    )
+    g.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="tail held out for validation (default: 0.1)",
+    )
+    g.add_argument(
+        "--sampling",
+        choices=("sequential", "random"),
+        default=t.sampling,
+        help="sequential: state carries across windows; random: random offsets, fresh state",
+    )
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=KINDS, default=d.kind, help=f"cell (default: {d.kind}; linear = identity RNN)")
-    g.add_argument("--hidden-size", type=int, default=d.hidden_size, help=f"(default: {d.hidden_size})")
-    g.add_argument("--num-layers", type=int, default=d.num_layers, help=f"(default: {d.num_layers})")
-    g.add_argument("--embedding-size", type=int, default=d.embedding_size,
-                   help=f"0 = one-hot inputs (default: {d.embedding_size})")
+    g.add_argument(
+        "--model",
+        choices=KINDS,
+        default=d.kind,
+        help=f"cell (default: {d.kind}; linear = identity RNN)",
+    )
+    g.add_argument(
+        "--hidden-size", type=int, default=d.hidden_size, help=f"(default: {d.hidden_size})"
+    )
+    g.add_argument(
+        "--num-layers", type=int, default=d.num_layers, help=f"(default: {d.num_layers})"
+    )
+    g.add_argument(
+        "--embedding-size",
+        type=int,
+        default=d.embedding_size,
+        help=f"0 = one-hot inputs (default: {d.embedding_size})",
+    )
     g.add_argument("--dropout", type=float, default=d.dropout, help=f"(default: {d.dropout})")
     g = p.add_argument_group("training")
-    g.add_argument("--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help=f"parallel streams B (default: {t.batch_size})")
+    g.add_argument(
+        "--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})"
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=t.batch_size,
+        help=f"parallel streams B (default: {t.batch_size})",
+    )
     g.add_argument("--epochs", type=int, default=t.epochs, help=f"(default: {t.epochs})")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=t.optimizer, help=f"(default: {t.optimizer})")
+    g.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=t.optimizer, help=f"(default: {t.optimizer})"
+    )
     g.add_argument("--lr", type=float, default=t.lr, help=f"learning rate (default: {t.lr})")
     g.add_argument("--weight-decay", type=float, default=t.weight_decay)
     g.add_argument("--momentum", type=float, default=t.momentum, help="SGD momentum (default: 0)")
-    g.add_argument("--clip", type=float, default=t.clip, help=f"global gradient-norm clip, 0 = off (default: {t.clip})")
-    g.add_argument("--nonfinite", choices=("stop", "skip"), default=t.nonfinite,
-                   help="on a NaN/inf loss or gradient: stop (default) or skip the step")
+    g.add_argument(
+        "--clip",
+        type=float,
+        default=t.clip,
+        help=f"global gradient-norm clip, 0 = off (default: {t.clip})",
+    )
+    g.add_argument(
+        "--nonfinite",
+        choices=("stop", "skip"),
+        default=t.nonfinite,
+        help="on a NaN/inf loss or gradient: stop (default) or skip the step",
+    )
     g.add_argument("--seed", type=int, default=t.seed, help=f"(default: {t.seed})")
     g.add_argument("--device", default=t.device, help="cpu, cuda, cuda:1 ... (default: cpu)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/train-<time>)")
     g.add_argument("--prefix", default="time traveller", help="prefix for the generated sample")
     g.add_argument("--sample-length", type=int, default=120)
-    g.add_argument("--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy")
+    g.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(command=train_command)
 
@@ -92,7 +148,9 @@ def _check_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu")
+        raise ConfigError(
+            f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu"
+        )
     return device
 
 
@@ -119,7 +177,9 @@ def train_command(args) -> int:
         torch.set_num_threads(args.threads)
 
     text, path = load_corpus(args.data)
-    data = prepare_text(text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction)
+    data = prepare_text(
+        text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
+    )
     torch.manual_seed(args.seed)
     model_config = ModelConfig(
         vocab_size=len(data.vocab),
@@ -137,37 +197,58 @@ def train_command(args) -> int:
     except OSError as e:
         raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
     resolved = {
-        "data": {"path": str(path), "tokens": args.tokens, "normalize": args.normalize,
-                 "valid_fraction": args.valid_fraction, "vocab_size": len(data.vocab),
-                 "train_tokens": len(data.train), "valid_tokens": len(data.valid)},
+        "data": {
+            "path": str(path),
+            "tokens": args.tokens,
+            "normalize": args.normalize,
+            "valid_fraction": args.valid_fraction,
+            "vocab_size": len(data.vocab),
+            "train_tokens": len(data.train),
+            "valid_tokens": len(data.valid),
+        },
         "model": model_config.to_dict(),
         "train": config.to_dict(),
     }
     (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     metrics = MetricsWriter(out / "metrics.jsonl")
     trainer = Trainer(model, data.train, data.valid, config, metrics=metrics)
-    baseline = unigram_perplexity(data.train, data.valid, len(data.vocab)) if len(data.valid) else math.nan
+    baseline = (
+        unigram_perplexity(data.train, data.valid, len(data.vocab)) if len(data.valid) else math.nan
+    )
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"tbptt train: {args.model} {args.num_layers}x{args.hidden_size} ({n_params:,} parameters), "
-          f"{strategy.spec}, {len(data.train):,} training / {len(data.valid):,} validation "
-          f"{args.tokens} tokens, vocabulary {len(data.vocab)}; run directory {out}")
+    print(
+        f"tbptt train: {args.model} {args.num_layers}x{args.hidden_size} ({n_params:,} parameters), "
+        f"{strategy.spec}, {len(data.train):,} training / {len(data.valid):,} validation "
+        f"{args.tokens} tokens, vocabulary {len(data.vocab)}; run directory {out}"
+    )
 
     tokens_per_epoch = trainer.stream.steps * trainer.stream.batch_size
-    bar = tqdm(total=tokens_per_epoch * config.epochs, unit="tok", unit_scale=True, dynamic_ncols=True,
-               disable=args.no_progress, file=sys.stderr, desc="train")
+    bar = tqdm(
+        total=tokens_per_epoch * config.epochs,
+        unit="tok",
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=args.no_progress,
+        file=sys.stderr,
+        desc="train",
+    )
     last_loss = [math.nan]
 
     def on_step(record):
         bar.update(record["tokens"])
         last_loss[0] = record["loss"]
         if record["step"] % 10 == 0:
-            bar.set_postfix(loss=f"{record['loss']:.3f}", grad=f"{record['grad_norm']:.2f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}", grad=f"{record['grad_norm']:.2f}", refresh=False
+            )
 
     def on_epoch(record):
         val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
-        line = (f"epoch {record['epoch']:>3}/{config.epochs}  train ppl {record['train_ppl']:.3f}{val}  "
-                f"{record['tokens_per_s'] / 1e3:.1f}k tok/s  {record['seconds']:.1f}s")
+        line = (
+            f"epoch {record['epoch']:>3}/{config.epochs}  train ppl {record['train_ppl']:.3f}{val}  "
+            f"{record['tokens_per_s'] / 1e3:.1f}k tok/s  {record['seconds']:.1f}s"
+        )
         if args.no_progress:
             print(line, flush=True)
         else:
@@ -185,8 +266,11 @@ def train_command(args) -> int:
         bar.close()
         metrics.close()
         checkpoint()
-        print(f"tbptt train: interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; "
-              f"state saved in {out / 'checkpoint.pt'}", file=sys.stderr)
+        print(
+            f"tbptt train: interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; "
+            f"state saved in {out / 'checkpoint.pt'}",
+            file=sys.stderr,
+        )
         return 130
     finally:
         bar.close()
@@ -198,20 +282,28 @@ def train_command(args) -> int:
     summary = {"epochs": trainer.epoch, "steps": trainer.step, "unigram_ppl": baseline}
     if epochs:
         last = epochs[-1]
-        summary.update(train_ppl=last["train_ppl"], val_ppl=last.get("val_ppl", math.nan),
-                       tokens_per_s=sum(r["tokens"] for r in epochs) / max(1e-9, sum(r["seconds"] for r in epochs)))
+        summary.update(
+            train_ppl=last["train_ppl"],
+            val_ppl=last.get("val_ppl", math.nan),
+            tokens_per_s=sum(r["tokens"] for r in epochs)
+            / max(1e-9, sum(r["seconds"] for r in epochs)),
+        )
     prefix_ids = data.encode(args.prefix)
     if len(prefix_ids) == 0 or bool((prefix_ids == 0).all()):
         prefix_ids = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
     gen = torch.Generator().manual_seed(args.seed)
-    sample_ids = generate(trainer.model, prefix_ids, args.sample_length, temperature=args.temperature, generator=gen)
+    sample_ids = generate(
+        trainer.model, prefix_ids, args.sample_length, temperature=args.temperature, generator=gen
+    )
     summary["sample"] = data.decode(prefix_ids.tolist()) + data.separator + data.decode(sample_ids)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     if epochs:
-        print(f"validation perplexity {summary['val_ppl']:.3f} (unigram baseline {baseline:.3f}), "
-              f"train perplexity {summary['train_ppl']:.3f}, {summary['tokens_per_s'] / 1e3:.1f}k tokens/s, "
-              f"{trainer.step} optimizer steps")
+        print(
+            f"validation perplexity {summary['val_ppl']:.3f} (unigram baseline {baseline:.3f}), "
+            f"train perplexity {summary['train_ppl']:.3f}, {summary['tokens_per_s'] / 1e3:.1f}k tokens/s, "
+            f"{trainer.step} optimizer steps"
+        )
     print(f"sample: {summary['sample']!r}")
     print(f"wrote {out / 'metrics.jsonl'}, {out / 'curves.png'}, {out / 'checkpoint.pt'}")
     return 0

@@ -1,6 +1,13 @@
 """Data layer: corpora, tokenizers, vocabulary and token streams."""
 
-from tbptt.data.corpus import TIME_MACHINE, RemoteFile, default_data_dir, fetch, load_corpus, read_text
+from tbptt.data.corpus import (
+    TIME_MACHINE,
+    RemoteFile,
+    default_data_dir,
+    fetch,
+    load_corpus,
+    read_text,
+)
 from tbptt.data.dataset import TextData, prepare_text
 from tbptt.data.streams import Batch, RandomStream, SequentialStream, batchify, split_stream
 from tbptt.data.tokenize import NORMALIZERS, TOKENIZERS, Vocab, normalize, tokenize

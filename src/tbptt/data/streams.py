@@ -55,7 +55,9 @@ class Batch:
     position: int
 
 
-def split_stream(tokens: torch.Tensor, valid_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def split_stream(
+    tokens: torch.Tensor, valid_fraction: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a (N,) token stream contiguously: the last ``valid_fraction`` is validation."""
     if not 0.0 <= valid_fraction < 1.0:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")
@@ -156,7 +158,9 @@ class RandomStream:
         if self.position >= self.steps:
             return None
         n = min(length, self.steps - self.position, len(self.tokens) - 1)
-        starts = torch.randint(0, len(self.tokens) - n, (self._batch_size,), generator=self.generator)
+        starts = torch.randint(
+            0, len(self.tokens) - n, (self._batch_size,), generator=self.generator
+        )
         rows = starts[None, :] + torch.arange(n + 1)[:, None]  # (T + 1, B)
         window = self.tokens[rows]
         position = self.position

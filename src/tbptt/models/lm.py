@@ -54,10 +54,16 @@ class RecurrentLM(nn.Module):
         if config.vocab_size < 2:
             raise ConfigError(f"vocabulary size must be at least 2, got {config.vocab_size}")
         if config.embedding_size < 0:
-            raise ConfigError(f"embedding size must be >= 0 (0 = one-hot), got {config.embedding_size}")
+            raise ConfigError(
+                f"embedding size must be >= 0 (0 = one-hot), got {config.embedding_size}"
+            )
         self.config = config
         input_size = config.embedding_size or config.vocab_size
-        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size) if config.embedding_size else None
+        self.embedding = (
+            nn.Embedding(config.vocab_size, config.embedding_size)
+            if config.embedding_size
+            else None
+        )
         self.recurrent = Recurrent(
             config.kind,
             input_size=input_size,

@@ -61,8 +61,12 @@ class _LinearRNN(nn.Module):
         self.num_layers, self.dropout = num_layers, dropout
         for layer in range(num_layers):
             fan_in = input_size if layer == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, fan_in)))
-            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size)))
+            self.register_parameter(
+                f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, fan_in))
+            )
+            self.register_parameter(
+                f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size))
+            )
             self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(hidden_size)))
             self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(hidden_size)))
         bound = 1.0 / math.sqrt(hidden_size)
@@ -89,12 +93,21 @@ class Recurrent(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ConfigError(f"unknown model {kind!r}; expected one of {', '.join(KINDS)}")
-        for name, value in (("input size", input_size), ("hidden size", hidden_size), ("layers", num_layers)):
+        for name, value in (
+            ("input size", input_size),
+            ("hidden size", hidden_size),
+            ("layers", num_layers),
+        ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-        self.kind, self.hidden_size, self.num_layers, self.dropout = kind, hidden_size, num_layers, dropout
+        self.kind, self.hidden_size, self.num_layers, self.dropout = (
+            kind,
+            hidden_size,
+            num_layers,
+            dropout,
+        )
         args = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
         d = dropout if num_layers > 1 else 0.0
         if kind == "lstm":
@@ -164,7 +177,7 @@ class Recurrent(nn.Module):
 
     def _forward_steps(self, inputs, state, gates):
         lstm = self.kind == "lstm"
-        hs, cs = (state if lstm else (state, None))
+        hs, cs = state if lstm else (state, None)
         new_h, new_c = [], []
         layer_input = inputs
         for layer in range(self.num_layers):
@@ -173,7 +186,9 @@ class Recurrent(nn.Module):
             w_ih, w_hh, b_ih, b_hh = self._weights(layer)
             T, B = layer_input.shape[:2]
             # one matrix product for the whole window's input projection
-            xproj = torch.addmm(b_ih, layer_input.reshape(T * B, -1), w_ih.t()).view(T, B, -1)  # (T, B, G*H)
+            xproj = torch.addmm(b_ih, layer_input.reshape(T * B, -1), w_ih.t()).view(
+                T, B, -1
+            )  # (T, B, G*H)
             h = hs[layer]  # (B, H)
             c = cs[layer] if lstm else None
             w_hh_t = w_hh.t()

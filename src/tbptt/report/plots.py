@@ -44,8 +44,12 @@ def plot_training(records: list[dict], path: str | Path, *, title: str = "") -> 
         axes[1].plot(x, _moving_average([r["loss"] for r in steps], width), lw=1.5)
         axes[2].plot(x, [r["grad_norm"] for r in steps], alpha=0.5, lw=0.8)
         axes[2].set_yscale("log")
-    axes[1].set(xlabel="optimizer step", ylabel="loss (nats / token)", title="training loss per window")
-    axes[2].set(xlabel="optimizer step", ylabel="global norm", title="gradient norm before clipping")
+    axes[1].set(
+        xlabel="optimizer step", ylabel="loss (nats / token)", title="training loss per window"
+    )
+    axes[2].set(
+        xlabel="optimizer step", ylabel="global norm", title="gradient norm before clipping"
+    )
     for ax in axes[1:]:
         ax.grid(alpha=0.3)
     if title:

@@ -49,7 +49,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass a run directory or a .pt file")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass a run directory or a .pt file"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file

@@ -28,7 +28,9 @@ def window_loss(
     window's gates shape the gradient inside. Targets equal to -100 are ignored.
     """
     logits, state = model(inputs, state, window.gates)  # (T, B, V)
-    loss_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100)
+    loss_sum = F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100
+    )
     return loss_sum, state
 
 

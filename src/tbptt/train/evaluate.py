@@ -56,7 +56,9 @@ def evaluate(
         for start in range(0, inputs.shape[0], window):
             x, y = inputs[start : start + window], targets[start : start + window]
             logits, state = model(x, state)  # (T, B, V)
-            nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100)
+            nll = F.cross_entropy(
+                logits.flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100
+            )
             total += float(nll)
             count += int((y != -100).sum())
     finally:

@@ -23,7 +23,9 @@ class MetricsWriter:
     def __init__(self, path: str | Path | None, *, append: bool = False):
         self.path = Path(path) if path is not None else None
         self.records: list[dict] = []
-        self._file = open(self.path, "a" if append else "w", encoding="utf-8") if self.path else None
+        self._file = (
+            open(self.path, "a" if append else "w", encoding="utf-8") if self.path else None
+        )
 
     def write(self, record: dict) -> None:
         record = {k: _clean(v) for k, v in record.items()}

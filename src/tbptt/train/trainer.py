@@ -84,15 +84,21 @@ class TrainConfig:
         if self.epochs < 0:
             problems.append(f"epochs must be >= 0, got {self.epochs}")
         if self.optimizer not in OPTIMIZERS:
-            problems.append(f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}")
+            problems.append(
+                f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number, got {self.lr}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):
             problems.append(f"clip must be >= 0 (0 = off), got {self.clip}")
         if self.sampling not in SAMPLING:
-            problems.append(f"unknown sampling {self.sampling!r}, expected one of {', '.join(SAMPLING)}")
+            problems.append(
+                f"unknown sampling {self.sampling!r}, expected one of {', '.join(SAMPLING)}"
+            )
         if self.nonfinite not in NONFINITE:
-            problems.append(f"unknown non-finite policy {self.nonfinite!r}, expected {' or '.join(NONFINITE)}")
+            problems.append(
+                f"unknown non-finite policy {self.nonfinite!r}, expected {' or '.join(NONFINITE)}"
+            )
         if self.eval_batch_size < 1 or self.eval_window < 1:
             problems.append("evaluation batch size and window must be >= 1")
         if problems:
@@ -101,7 +107,9 @@ class TrainConfig:
 
 def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -174,7 +182,9 @@ class Trainer:
     def _initial_state(self, batch_size: int) -> State:
         return self.model.initial_state(batch_size)
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, window: Window, reset: bool) -> dict:
+    def train_step(
+        self, inputs: torch.Tensor, targets: torch.Tensor, window: Window, reset: bool
+    ) -> dict:
         """Forward, backward, clip and step on one window; returns its metrics record."""
         model, opt = self.model, self.optimizer
         model.train()
@@ -190,7 +200,9 @@ class Trainer:
         loss.backward()
         max_norm = self.config.clip if self.config.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        loss_value, norm_value = torch.stack([loss_sum.detach(), grad_norm.detach().to(loss_sum.dtype)]).tolist()
+        loss_value, norm_value = torch.stack(
+            [loss_sum.detach(), grad_norm.detach().to(loss_sum.dtype)]
+        ).tolist()
         tokens = inputs.numel()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
@@ -302,7 +314,9 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly (see the module docstring)."""
-        hidden = map_state(lambda t: t.detach().cpu(), self.state) if self.state is not None else None
+        hidden = (
+            map_state(lambda t: t.detach().cpu(), self.state) if self.state is not None else None
+        )
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -324,6 +338,8 @@ class Trainer:
         self.state = map_state(lambda t: t.to(self.device), hidden) if hidden is not None else None
         self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
         self.stream.position = d["position"]
-        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = d.get("epoch_partial", [0.0, 0, 0.0])
+        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = d.get(
+            "epoch_partial", [0.0, 0, 0.0]
+        )
         self.generator.set_state(d["generator"])
         torch.set_rng_state(d["torch_rng"])

@@ -164,7 +164,9 @@ class RandomizedTruncation(Strategy):
     name = "randomized"
     stochastic = True
 
-    def __init__(self, k: float, *, alpha: float | None = None, cut_probability: float | None = None):
+    def __init__(
+        self, k: float, *, alpha: float | None = None, cut_probability: float | None = None
+    ):
         if not (k >= 1 and math.isfinite(k)):
             raise SpecError(f"randomized:K needs a mean window length K >= 1, got {k:g}")
         if alpha is not None and not alpha > 2:
@@ -231,7 +233,9 @@ def _regular(*args, **kw) -> Strategy:
 
 def _randomized(*args, **kw) -> Strategy:
     if len(args) != 1 or set(kw) - {"alpha"}:
-        raise SpecError("randomized takes a mean length and optionally alpha, e.g. 'randomized:35,alpha=4'")
+        raise SpecError(
+            "randomized takes a mean length and optionally alpha, e.g. 'randomized:35,alpha=4'"
+        )
     alpha = _float(kw["alpha"], "alpha") if "alpha" in kw else None
     return RandomizedTruncation(_float(args[0], "randomized:K"), alpha=alpha)
 

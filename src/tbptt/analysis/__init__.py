@@ -1,0 +1,3 @@
+"""Analysis layer: exact vs estimated gradients, Jacobian norms, spectra, linear closed forms."""
+
+__all__: list[str] = []
