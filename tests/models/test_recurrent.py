@@ -98,3 +98,25 @@ def test_one_hot_input_and_bad_configs():
         RecurrentLM(ModelConfig(vocab_size=5, kind="transformer"))
     with pytest.raises(ConfigError, match="hidden size"):
         Recurrent("gru", input_size=2, hidden_size=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("path", ["fused", "steps"])
+def test_per_stream_resets_block_gradient_and_restart_state(kind, path):
+    if kind == "linear" and path == "fused":
+        pytest.skip("no fused kernel")
+    model = tiny_lm(kind, layers=2)
+    inputs, targets = tiny_batch(T=8, B=3)
+    resets = torch.zeros(8, 3, dtype=torch.bool)
+    resets[3, 1] = True  # stream 1 starts a new document at step 3
+    emb = model.embed(inputs).detach().requires_grad_(True)
+    out, _ = model.recurrent(emb, None, None, resets=resets, path=path)
+    (g,) = torch.autograd.grad(out[5, 1].sum(), emb)
+    assert torch.count_nonzero(g[:3, 1]) == 0  # nothing before the boundary
+    assert torch.count_nonzero(g[3:6, 1]) > 0
+    # stream 1 after the reset equals a fresh run over its suffix
+    fresh, _ = model.recurrent(emb[3:, 1:2], None, path="steps")
+    torch.testing.assert_close(out[3:, 1:2], fresh, rtol=0, atol=1e-12)
+    # other streams are untouched
+    plain, _ = model.recurrent(emb, None, None, path=path)
+    torch.testing.assert_close(out[:, [0, 2]], plain[:, [0, 2]], rtol=0, atol=1e-12)

@@ -40,6 +40,8 @@ def env_command(args) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     config = torch.__config__.show().replace(",", " ").split()
-    build = [item for item in config if item.split("=")[0] in ("BLAS_INFO", "LAPACK_INFO", "USE_OPENMP")]
+    build = [
+        item for item in config if item.split("=")[0] in ("BLAS_INFO", "LAPACK_INFO", "USE_OPENMP")
+    ]
     print(f"{'build':<{width}}  {' '.join(build) or 'unknown'}")
     return 0

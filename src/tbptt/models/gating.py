@@ -72,18 +72,26 @@ def apply_gate(state: State, xi: float) -> State:
     return map_state(scale, state)
 
 
-def segments(gates: Sequence[float] | None, length: int) -> list[tuple[int, int, float]]:
+def segments(
+    gates: Sequence[float] | None,
+    length: int,
+    *,
+    extra_cuts: set[int] | frozenset[int] = frozenset(),
+) -> list[tuple[int, int, float]]:
     """Cut ``length`` steps into runs whose inner gates are all 1.
 
     ``gates[t]`` is the gate on the edge entering step t (``gates[0]`` on the
     incoming state). Returns ``(start, stop, xi)`` triples: apply ``xi`` to the
-    state, then run steps ``start:stop`` with no gate inside.
+    state, then run steps ``start:stop`` with no gate inside. Steps in
+    ``extra_cuts`` start a new run too (e.g. where some streams reset).
     """
-    if gates is None:
+    if gates is None and not extra_cuts:
         return [(0, length, 1.0)]
-    if len(gates) != length:
+    if gates is not None and len(gates) != length:
         raise ValueError(f"Expected {length} gates (one per step), got {len(gates)}")
-    cuts = [t for t in range(1, length) if gates[t] != 1.0]
+    if gates is None:
+        gates = [1.0] * length
+    cuts = [t for t in range(1, length) if gates[t] != 1.0 or t in extra_cuts]
     starts = [0, *cuts]
     stops = [*cuts, length]
     return [(a, b, float(gates[a])) for a, b in zip(starts, stops)]

@@ -89,7 +89,10 @@ class RecurrentLM(nn.Module):
         state: State | None = None,
         gates: Sequence[float] | None = None,
         *,
+        resets: torch.Tensor | None = None,
         path: str = "auto",
     ) -> tuple[torch.Tensor, State]:
-        outputs, state = self.recurrent(self.embed(inputs), state, gates, path=path)  # (T, B, H)
+        outputs, state = self.recurrent(
+            self.embed(inputs), state, gates, resets=resets, path=path
+        )  # (T, B, H)
         return self.head(self.drop(outputs)), state  # (T, B, V)

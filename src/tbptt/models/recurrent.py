@@ -52,6 +52,17 @@ _GATE_ROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}
 FUSED_MIN_STRETCH = 8
 
 
+def _reset_streams(state: State, reset: torch.Tensor) -> State:
+    """Zero the (L, B, H) state of the streams where ``reset`` (B,) is True.
+
+    A multiplication by 0, so exactly no gradient crosses the reset.
+    """
+    keep = (~reset).view(1, -1, 1)  # (1, B, 1)
+    if isinstance(state, tuple):
+        return tuple(s * keep.to(s.dtype) for s in state)
+    return state * keep.to(state.dtype)
+
+
 class _LinearRNN(nn.Module):
     """Parameters of a multi-layer identity-activation RNN, laid out as ``nn.RNN``'s."""
 
@@ -136,31 +147,47 @@ class Recurrent(nn.Module):
         state: State | None = None,
         gates: Sequence[float] | None = None,
         *,
+        resets: torch.Tensor | None = None,
         path: str = "auto",
     ) -> tuple[torch.Tensor, State]:
+        """Run the window; ``resets`` (T, B) bool marks streams that start afresh at step t.
+
+        A reset zeroes that stream's state before step t (no gradient crosses it),
+        for document boundaries inside a window; the other streams carry on.
+        """
         if state is None:
             state = self.initial_state(inputs.shape[1], device=inputs.device, dtype=inputs.dtype)
-        stretches = segments(gates, inputs.shape[0])
+        if resets is not None and not bool(resets.any()):
+            resets = None
+        reset_steps = (
+            set(torch.nonzero(resets.any(dim=1)).flatten().tolist())
+            if resets is not None
+            else set()
+        )
+        stretches = segments(gates, inputs.shape[0], extra_cuts=reset_steps)
         if path == "auto":
             long_stretches = inputs.shape[0] >= FUSED_MIN_STRETCH * len(stretches)
             path = "fused" if self.has_fused and long_stretches else "steps"
         if path == "fused":
             if not self.has_fused:
                 raise ConfigError(f"the {self.kind} model has no fused kernel; use path='steps'")
-            return self._forward_fused(inputs, state, stretches)
+            return self._forward_fused(inputs, state, stretches, resets, reset_steps)
         if path == "steps":
-            return self._forward_steps(inputs, state, gates)
+            return self._forward_steps(inputs, state, gates, resets, reset_steps)
         raise ValueError(f"Expected path 'auto', 'fused' or 'steps', got {path!r}")
 
     # -- fused path -----------------------------------------------------------------
 
-    def _forward_fused(self, inputs, state, stretches):
-        if len(stretches) == 1:
+    def _forward_fused(self, inputs, state, stretches, resets=None, reset_steps=()):
+        if len(stretches) == 1 and resets is None:
             start, stop, xi = stretches[0]
             return self.core(inputs, apply_gate(state, xi))
         outputs = []
         for start, stop, xi in stretches:
-            out, state = self.core(inputs[start:stop], apply_gate(state, xi))
+            state = apply_gate(state, xi)
+            if start in reset_steps:
+                state = _reset_streams(state, resets[start])
+            out, state = self.core(inputs[start:stop], state)
             outputs.append(out)
         return torch.cat(outputs), state  # (T, B, H)
 
@@ -175,7 +202,7 @@ class Recurrent(nn.Module):
             getattr(c, f"bias_hh_l{layer}"),
         )
 
-    def _forward_steps(self, inputs, state, gates):
+    def _forward_steps(self, inputs, state, gates, resets=None, reset_steps=()):
         lstm = self.kind == "lstm"
         hs, cs = state if lstm else (state, None)
         new_h, new_c = [], []
@@ -199,6 +226,10 @@ class Recurrent(nn.Module):
                         h, c = apply_gate((h, c), gates[t])
                     else:
                         h = apply_gate(h, gates[t])
+                if t in reset_steps:
+                    keep = (~resets[t]).to(h.dtype).unsqueeze(-1)  # (B, 1)
+                    h = h * keep
+                    c = c * keep if lstm else None
                 hproj = torch.addmm(b_hh, h, w_hh_t)  # (B, G*H)
                 h, c = self._cell(xproj[t], hproj, h, c)
                 outs.append(h)
