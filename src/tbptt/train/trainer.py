@@ -241,10 +241,25 @@ class Trainer:
 
     # -- epochs ------------------------------------------------------------------------
 
-    def train_epoch(self, on_step: Callable[[dict], None] | None = None) -> dict:
-        """Run windows to the end of the stream (from where it stands), then evaluate."""
+    def train_epoch(
+        self,
+        on_step: Callable[[dict], None] | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> dict:
+        """Run windows to the end of the stream (from where it stands), then evaluate.
+
+        ``stop`` (a budget: wall clock, tokens) is asked before every window after the
+        first; when it returns True the epoch ends early. Its record then has
+        ``fraction`` < 1 (the share of the stream covered), it still counts as an
+        epoch, and the stream restarts as after a complete one.
+        """
         stream, strategy = self.stream, self.strategy
+        windows = 0
         while (remaining := stream.remaining()) > 0:
+            if stop is not None and windows > 0 and stop():
+                break
+            windows += 1
             window = strategy.plan(remaining, self.generator)
             start = time.perf_counter()
             batch = stream.next(window.length)
@@ -257,6 +272,7 @@ class Trainer:
             if on_step is not None:
                 on_step(record)
         self.epoch += 1
+        fraction = 1.0 - stream.remaining() / max(1, stream.steps)
         stream.restart()
         train_loss = self._epoch_loss / max(1, self._epoch_tokens)
         record = {
@@ -270,6 +286,7 @@ class Trainer:
             "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
             "skipped_steps": self.skipped,
             "peak_rss_mb": peak_rss_mb(),
+            "fraction": fraction,
         }
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -294,12 +311,19 @@ class Trainer:
         *,
         on_step: Callable[[dict], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> list[dict]:
-        """Train until ``epochs`` (default: the config's) epochs are complete; returns epoch records."""
+        """Train until ``epochs`` (default: the config's) epochs are complete; returns epoch records.
+
+        ``stop``: a budget check (see :meth:`train_epoch`); training ends as soon as it
+        returns True, between windows.
+        """
         target = self.config.epochs if epochs is None else epochs
         records = []
         while self.epoch < target:
-            record = self.train_epoch(on_step)
+            if stop is not None and stop():
+                break
+            record = self.train_epoch(on_step, stop=stop)
             records.append(record)
             if on_epoch is not None:
                 on_epoch(record)
