@@ -26,7 +26,7 @@ def _tokens(n=400, vocab=7, seed=0):
 def test_first_sgd_step_is_minus_lr_times_the_reference_window_gradient(kind):
     model = tiny_lm(kind, layers=2)
     tokens = _tokens()
-    cfg = TrainConfig(strategy="regular:5", batch_size=3, optimizer="sgd", lr=0.1, clip=0.0)
+    cfg = TrainConfig(strategy="regular:5", batch_size=3, optimizer="sgd", lr=0.1, clip=0.0, lr_schedule="constant")
     trainer = Trainer(model, tokens, tokens[:0], cfg)
     before = [p.detach().clone() for p in model.parameters()]
     data = trainer.stream.data  # (N/B, B)
@@ -79,7 +79,7 @@ def test_window_lr_scale_reaches_the_optimizer_and_is_restored():
         model,
         tokens,
         tokens[:0],
-        TrainConfig(strategy="halflr", batch_size=3, optimizer="sgd", lr=0.2, clip=0),
+        TrainConfig(strategy="halflr", batch_size=3, optimizer="sgd", lr=0.2, clip=0, lr_schedule="constant"),
     )
     p0 = [p.detach().clone() for p in model.parameters()]
     data = trainer.stream.data
@@ -92,7 +92,21 @@ def test_window_lr_scale_reaches_the_optimizer_and_is_restored():
     assert record["lr"] == pytest.approx(0.1)
     for p, a, g in zip(model.parameters(), p0, grads):
         torch.testing.assert_close(p.detach(), a - 0.1 * g, rtol=0, atol=1e-12)
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.2
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run():
+    model = tiny_lm("gru")
+    tokens = _tokens(200)
+    trainer = Trainer(model, tokens, tokens[:0], TrainConfig(strategy="regular:6", batch_size=3, epochs=2, lr=0.5))
+    steps = []
+    trainer.fit(on_step=steps.append)
+    lrs = [r["lr"] for r in steps]
+    n = trainer.stream.steps
+    for r in steps:  # lr = 0.5 * (1 + cos(pi * done)) / 2, done = fraction of the run at the window's end
+        pos = min(n, 6 * (1 + (r["step"] - 1) % math.ceil(n / 6)))
+        done = (r["epoch"] - 1 + pos / n) / 2
+        assert r["lr"] == pytest.approx(0.25 * (1 + math.cos(math.pi * done)))
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_evaluation_is_token_weighted_carries_state_and_scores_every_token():

@@ -112,6 +112,8 @@ def train_parser(sub) -> None:
         "--optimizer", choices=OPTIMIZERS, default=t.optimizer, help=f"(default: {t.optimizer})"
     )
     g.add_argument("--lr", type=float, default=t.lr, help=f"learning rate (default: {t.lr})")
+    g.add_argument("--lr-schedule", choices=("cosine", "constant"), default=t.lr_schedule,
+                   help=f"cosine: decay to 0 over the epochs (default: {t.lr_schedule})")
     g.add_argument("--weight-decay", type=float, default=t.weight_decay)
     g.add_argument("--momentum", type=float, default=t.momentum, help="SGD momentum (default: 0)")
     g.add_argument(
@@ -164,6 +166,7 @@ def train_command(args) -> int:
         epochs=args.epochs,
         optimizer=args.optimizer,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
         clip=args.clip,

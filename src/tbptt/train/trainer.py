@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLING = ("sequential", "random")
 NONFINITE = ("stop", "skip")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainConfig:
     epochs: int = 20
     optimizer: str = "adam"
     lr: float = 3e-3
+    lr_schedule: str = "cosine"
     weight_decay: float = 0.0
     momentum: float = 0.0
     clip: float = 1.0
@@ -89,6 +91,10 @@ class TrainConfig:
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(
+                f"unknown learning-rate schedule {self.lr_schedule!r}, expected one of {', '.join(LR_SCHEDULES)}"
+            )
         if not (self.clip >= 0 and math.isfinite(self.clip)):
             problems.append(f"clip must be >= 0 (0 = off), got {self.clip}")
         if self.sampling not in SAMPLING:
@@ -205,15 +211,11 @@ class Trainer:
         ).tolist()
         tokens = inputs.numel()
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
+        lr = self.current_lr() * window.lr_scale
         if finite:
-            base_lr = self.config.lr
-            if window.lr_scale != 1.0:
-                for group in opt.param_groups:
-                    group["lr"] = base_lr * window.lr_scale
+            for group in opt.param_groups:
+                group["lr"] = lr
             opt.step()
-            if window.lr_scale != 1.0:
-                for group in opt.param_groups:
-                    group["lr"] = base_lr
             self.state = detach_state(state)
         elif self.config.nonfinite == "skip":
             self.skipped += 1
@@ -235,9 +237,21 @@ class Trainer:
             "grad_norm": norm_value,
             "clipped": bool(self.config.clip > 0 and norm_value > self.config.clip),
             "skipped": not finite,
-            "lr": self.config.lr * window.lr_scale,
+            "lr": lr,
             "tokens": tokens,
         }
+
+    def current_lr(self) -> float:
+        """The scheduled learning rate at the stream's current position.
+
+        ``cosine`` decays from ``lr`` to 0 over ``epochs`` (by the fraction of the
+        run done, so it needs no state of its own); ``constant`` keeps ``lr``.
+        """
+        if self.config.lr_schedule == "constant" or self.config.epochs == 0:
+            return self.config.lr
+        done = self.epoch + self.stream.position / max(1, self.stream.steps)
+        progress = min(1.0, done / self.config.epochs)
+        return self.config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # -- epochs ------------------------------------------------------------------------
 
