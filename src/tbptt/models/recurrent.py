@@ -43,6 +43,7 @@ from torch import nn
 
 from tbptt.errors import ConfigError
 from tbptt.models.gating import State, apply_gate, segments
+from tbptt.models.steps import gated_layer
 
 __all__ = ["KINDS", "Recurrent"]
 
@@ -174,7 +175,9 @@ class Recurrent(nn.Module):
             return self._forward_fused(inputs, state, stretches, resets, reset_steps)
         if path == "steps":
             return self._forward_steps(inputs, state, gates, resets, reset_steps)
-        raise ValueError(f"Expected path 'auto', 'fused' or 'steps', got {path!r}")
+        if path == "autograd":
+            return self._forward_autograd(inputs, state, gates, resets, reset_steps)
+        raise ValueError(f"Expected path 'auto', 'fused', 'steps' or 'autograd', got {path!r}")
 
     # -- fused path -----------------------------------------------------------------
 
@@ -203,6 +206,38 @@ class Recurrent(nn.Module):
         )
 
     def _forward_steps(self, inputs, state, gates, resets=None, reset_steps=()):
+        """Layer by layer: one input projection per window, then the gated loop of
+        :func:`tbptt.models.steps.gated_layer` (one autograd node per layer)."""
+        lstm = self.kind == "lstm"
+        hs, cs = state if lstm else (state, None)
+        T = inputs.shape[0]
+        scales = [1.0] * T if gates is None else [float(x) for x in gates]
+        if len(scales) != T:
+            raise ValueError(f"Expected {T} gates (one per step), got {len(scales)}")
+        keeps = {t: (~resets[t]).to(inputs.dtype).unsqueeze(-1) for t in reset_steps}  # (B, 1)
+        new_h, new_c = [], []
+        layer_input = inputs
+        for layer in range(self.num_layers):
+            if layer > 0 and self.dropout > 0 and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, True)
+            w_ih, w_hh, b_ih, b_hh = self._weights(layer)
+            T, B = layer_input.shape[:2]
+            xproj = torch.addmm(b_ih, layer_input.reshape(T * B, -1), w_ih.t()).view(
+                T, B, -1
+            )  # (T, B, G*H)
+            h, c = hs[layer], cs[layer] if lstm else None
+            if scales[0] == 0.0:  # a real detach of the incoming state
+                h, c = h.detach(), c.detach() if lstm else None
+            layer_input, h, c = gated_layer(self.kind, xproj, h, c, w_hh, b_hh, scales, keeps)
+            new_h.append(h)
+            new_c.append(c)
+        hidden = torch.stack(new_h)  # (L, B, H)
+        if lstm:
+            return layer_input, (hidden, torch.stack(new_c))
+        return layer_input, hidden
+
+    def _forward_autograd(self, inputs, state, gates, resets=None, reset_steps=()):
+        """The step path recorded by autograd step by step (double backward, forward AD)."""
         lstm = self.kind == "lstm"
         hs, cs = state if lstm else (state, None)
         new_h, new_c = [], []
