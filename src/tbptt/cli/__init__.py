@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tbptt.cli.compare import compare_parser
 from tbptt.cli.env import env_parser
 from tbptt.cli.train import train_parser
 from tbptt.errors import TbpttError
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     train_parser(sub)
+    compare_parser(sub)
     env_parser(sub)
     return parser
 

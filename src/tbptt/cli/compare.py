@@ -1,0 +1,253 @@
+"""``tbptt compare``: train one model under several strategies and write a report."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tbptt.cli.train import STRATEGY_HELP, _check_device
+from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
+from tbptt.models import KINDS, ModelConfig
+from tbptt.report import run_summary, table_rows, verdicts, write_report
+from tbptt.train import OPTIMIZERS, TrainConfig
+from tbptt.train.compare import DEFAULT_STRATEGIES, CompareConfig, run_comparison
+from tbptt.truncation import parse_strategy
+
+DEFAULT_SECONDS = 60.0
+
+EPILOG = (
+    STRATEGY_HELP
+    + """
+budget: each run stops at the first of --budget-epochs, --budget-seconds (training
+seconds, evaluation excluded), --budget-tokens; with none given, --budget-seconds 60.
+
+writes into --out: report.md and report.html (figures embedded), cuts.png,
+validation.png, gap.png, grad_norms.png, summary.json, comparison.json and
+runs/<strategy>-seed<s>/metrics.jsonl (JSON lines, one per step, evaluation, epoch).
+"""
+)
+
+
+def compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train the same model under several strategies and write a comparison report",
+        description="Train the same model, from the same initial weights and seed, under each "
+        "strategy spec on the same data and budget; write figures, a table and verdicts.",
+        epilog=EPILOG,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
+    )
+    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    g = p.add_argument_group("what to compare")
+    g.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(DEFAULT_STRATEGIES),
+        metavar="SPEC",
+        help=f"strategy specs (default: {' '.join(DEFAULT_STRATEGIES)})",
+    )
+    g.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        metavar="S",
+        help="one run per seed and strategy; several give mean and spread (default: 0)",
+    )
+    g.add_argument("--budget-epochs", type=int, metavar="N", help="epochs per run")
+    g.add_argument("--budget-seconds", type=float, metavar="S", help="training seconds per run")
+    g.add_argument("--budget-tokens", type=int, metavar="N", help="training tokens per run")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="PATH", help="a UTF-8 text file or a cache directory")
+    g.add_argument("--tokens", choices=TOKENIZERS, default="char")
+    g.add_argument("--normalize", choices=NORMALIZERS, default="letters")
+    g.add_argument("--valid-fraction", type=float, default=0.1)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=KINDS, default=d.kind, help=f"(default: {d.kind})")
+    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    g.add_argument("--num-layers", type=int, default=d.num_layers)
+    g.add_argument("--embedding-size", type=int, default=d.embedding_size)
+    g.add_argument("--dropout", type=float, default=d.dropout)
+    g = p.add_argument_group("training")
+    g.add_argument("--batch-size", type=int, default=t.batch_size)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=t.optimizer)
+    g.add_argument("--lr", type=float, default=t.lr)
+    g.add_argument("--clip", type=float, default=t.clip, help="0 = off")
+    g.add_argument("--sampling", choices=("sequential", "random"), default=t.sampling)
+    g.add_argument(
+        "--nonfinite",
+        choices=("stop", "skip"),
+        default="skip",
+        help="skip (default): count NaN/inf steps and go on; stop: end the comparison",
+    )
+    g.add_argument("--evals-per-epoch", type=int, default=CompareConfig.evals_per_epoch)
+    g.add_argument("--device", default=t.device)
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="report directory (default: runs/compare-<time>)")
+    g.add_argument("--prefix", default="time traveller", help="prefix for the samples")
+    g.add_argument("--sample-length", type=int, default=100)
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(command=compare_command)
+
+
+def compare_command(args) -> int:
+    specs = [parse_strategy(s).spec for s in args.strategies]
+    budgets = (args.budget_epochs, args.budget_seconds, args.budget_tokens)
+    seconds = DEFAULT_SECONDS if all(b is None for b in budgets) else args.budget_seconds
+    config = CompareConfig(
+        strategies=tuple(specs),
+        seeds=tuple(args.seeds),
+        budget_epochs=args.budget_epochs,
+        budget_seconds=seconds,
+        budget_tokens=args.budget_tokens,
+        prefix=args.prefix,
+        sample_length=args.sample_length,
+        temperature=args.temperature,
+        evals_per_epoch=args.evals_per_epoch,
+    )
+    config.check()
+    _check_device(args.device)
+    train = TrainConfig(
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        clip=args.clip,
+        sampling=args.sampling,
+        nonfinite=args.nonfinite,
+        device=args.device,
+    )
+    train.check()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    text, path = load_corpus(args.data)
+    data = prepare_text(
+        text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
+    )
+    model = ModelConfig(
+        vocab_size=len(data.vocab),
+        kind=args.model,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        embedding_size=args.embedding_size,
+        dropout=args.dropout,
+    )
+    out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    budget = ", ".join(
+        text
+        for text, value in (
+            ("{} epochs", config.budget_epochs),
+            ("{:g} training seconds", config.budget_seconds),
+            ("{:,} tokens", config.budget_tokens),
+        )
+        if value is not None
+        for text in [text.format(value)]
+    )
+    print(
+        f"tbptt compare: {' '.join(specs)} x seeds {' '.join(map(str, config.seeds))}; "
+        f"{args.model} {args.num_layers}x{args.hidden_size} on {path.name} "
+        f"({len(data.train):,} training tokens); budget per run: {budget}; report in {out}"
+    )
+
+    bar = [None]
+
+    def on_run_start(info: dict) -> None:
+        desc = f"[{info['index'] + 1}/{info['runs']}] {info['strategy']} seed {info['seed']}"
+        if (
+            config.budget_seconds is not None
+            and config.budget_tokens is None
+            and not config.budget_epochs
+        ):
+            bar[0] = tqdm(
+                total=config.budget_seconds,
+                unit="s",
+                desc=desc,
+                file=sys.stderr,
+                disable=args.no_progress,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} training s{postfix}",
+            )
+        else:
+            limits = [
+                config.budget_tokens or math.inf,
+                (config.budget_epochs or math.inf) * info["tokens_per_epoch"],
+            ]
+            total = min(limits)
+            bar[0] = tqdm(
+                total=None if math.isinf(total) else total,
+                unit="tok",
+                unit_scale=True,
+                desc=desc,
+                file=sys.stderr,
+                disable=args.no_progress,
+                dynamic_ncols=True,
+            )
+
+    def on_step(record: dict) -> None:
+        b = bar[0]
+        if b.unit == "s":  # the budget counts training seconds, evaluation excluded
+            b.update(min(b.total, record["train_seconds"]) - b.n)
+        else:
+            b.update(record["tokens"])
+        if record["step"] % 10 == 0:
+            b.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+
+    def on_epoch(record: dict) -> None:
+        val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
+        line = (
+            f"  epoch {record['epoch']:>3}  train ppl {record['train_ppl']:.3f}{val}  "
+            f"{record['tokens_per_s'] / 1e3:.1f}k tok/s  {record['seconds']:.1f}s"
+        )
+        if args.no_progress:
+            print(line, flush=True)
+        else:
+            bar[0].write(line)
+
+    def on_run_end(run) -> None:
+        bar[0].close()
+        s = run_summary(run.records)
+        print(
+            f"{run.strategy} seed {run.seed}: val ppl {s['val_ppl']:.3f}, train ppl "
+            f"{s['train_ppl']:.3f}, {s['epochs']:.2f} epochs, {s['steps']:,} steps, "
+            f"{s['tokens_per_s'] / 1e3:.1f}k tok/s, {s['wall_seconds']:.1f} s wall "
+            f"(stopped by {s['stop']})",
+            flush=True,
+        )
+
+    try:
+        comparison = run_comparison(
+            data,
+            config,
+            model=model,
+            train=train,
+            out=out,
+            on_run_start=on_run_start,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            on_run_end=on_run_end,
+        )
+    finally:
+        if bar[0] is not None:
+            bar[0].close()
+    paths = write_report(comparison, out)
+    header, rows = table_rows(comparison)
+    print()
+    print("| " + " | ".join(header) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    for v in verdicts(comparison):
+        print(f"- {v.claim} {v.outcome.upper()}: {v.text}")
+    print()
+    print(
+        f"wrote {paths.markdown}, {paths.html}, {', '.join(p.name for p in paths.figures.values())}"
+    )
+    return 0

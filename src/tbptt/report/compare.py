@@ -1,0 +1,245 @@
+"""The written report of a comparison: Markdown with PNGs beside it, and one self-contained HTML.
+
+``write_report(comparison, out)`` writes into ``out``::
+
+    report.md          the report; figures referenced as the PNG files below
+    report.html        the same report, figures embedded (data URIs): one file to send
+    cuts.png           how each strategy cuts the opening of the text into windows
+    validation.png     validation perplexity vs epochs and vs training seconds
+    gap.png            validation - training loss per epoch
+    grad_norms.png     gradient-norm distribution per strategy
+    summary.json       the table's numbers per run and per strategy, and the verdicts
+
+Every number comes from the runs' metrics records (:mod:`tbptt.report.summary`);
+every verdict is computed from those numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tbptt.report.figures import plot_cuts, plot_gap, plot_grad_norms, plot_validation
+from tbptt.report.summary import COLUMNS, Stat, run_summary, strategy_rows, verdicts
+
+__all__ = ["ReportPaths", "write_report", "table_rows"]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    markdown: Path
+    html: Path
+    summary: Path
+    figures: dict[str, Path]
+
+
+FIGURES = (
+    ("cuts", "How the strategies cut the text"),
+    ("validation", "Validation perplexity"),
+    ("gap", "Train − validation gap (the regularization claim)"),
+    ("grad_norms", "Gradient norms (the stability claim)"),
+)
+
+
+def table_rows(comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of the results table (mean ± spread over seeds)."""
+    header = ["strategy", *[title for _, title, _ in COLUMNS]]
+    rows = []
+    for row in strategy_rows(comparison):
+        cells = [row["strategy"]]
+        for key, _, fmt in COLUMNS:
+            cells.append(row[key].format(fmt) if key in row else "n/a")
+        rows.append(cells)
+    return header, rows
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Stat):
+        return {"mean": _json_safe(value.mean), "std": _json_safe(value.std), "n": value.n}
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _setup_lines(comparison) -> list[str]:
+    c, m, t, d = comparison.config, comparison.model, comparison.train, comparison.data
+    budget = [
+        f"{c.budget_epochs} epochs" if c.budget_epochs else None,
+        f"{c.budget_seconds:g} s wall clock" if c.budget_seconds else None,
+        f"{c.budget_tokens:,} tokens" if c.budget_tokens else None,
+    ]
+    return [
+        f"Data: {d['train_tokens']:,} training / {d['valid_tokens']:,} validation "
+        f"{d.get('level', '')} tokens, vocabulary {d['vocab_size']}.",
+        f"Model: {m.kind}, {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size or 'one-hot'}, "
+        f"dropout {m.dropout:g}; the same initial weights for every strategy of a seed.",
+        f"Training: {t.optimizer} lr {t.lr:g}, batch {t.batch_size} streams, clip {t.clip:g}, "
+        f"{t.sampling} sampling, non-finite steps: {t.nonfinite}.",
+        f"Budget per run: {' or '.join(b for b in budget if b)} (whichever comes first); "
+        f"seeds {', '.join(str(s) for s in c.seeds)}.",
+    ]
+
+
+NOTES = (
+    "Perplexities are token-weighted (exp of the mean loss per token); training perplexity is "
+    "measured over each epoch's windows while training, validation perplexity after the epoch "
+    "with the state carried across the whole validation text. Seconds are training seconds "
+    "(evaluation excluded); an epoch stopped by the budget counts as the fraction of the text it "
+    "covered. Peak memory is the highest resident memory sampled during the run minus the level "
+    "just before it (all runs share one process). With several seeds a cell reads mean ± sample "
+    "standard deviation."
+)
+
+
+def write_report(comparison, out: str | Path) -> ReportPaths:
+    """Figures, ``report.md``, ``report.html`` and ``summary.json`` for ``comparison`` in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = comparison.config.seeds[0]
+    figures = {
+        "cuts": plot_cuts(
+            comparison.strategies,
+            comparison.opening,
+            comparison.separator,
+            comparison.stream_steps,
+            seed,
+            out / "cuts.png",
+        ),
+        "validation": plot_validation(comparison, out / "validation.png"),
+        "gap": plot_gap(comparison, out / "gap.png"),
+        "grad_norms": plot_grad_norms(comparison, out / "grad_norms.png"),
+    }
+    header, rows = table_rows(comparison)
+    found = verdicts(comparison)
+    samples = [(r.strategy, r.seed, r.sample) for r in comparison.runs]
+    runs = [(r.strategy, r.seed, r.directory) for r in comparison.runs]
+
+    summary = {
+        "setup": _setup_lines(comparison),
+        "strategies": [_json_safe(r) for r in strategy_rows(comparison)],
+        "runs": [
+            {"strategy": r.strategy, "seed": r.seed, **_json_safe(run_summary(r.records))}
+            for r in comparison.runs
+        ],
+        "verdicts": [asdict(v) for v in found],
+    }
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    md = out / "report.md"
+    md.write_text(_markdown(comparison, header, rows, found, samples, runs))
+    page = out / "report.html"
+    page.write_text(_html(comparison, header, rows, found, samples, runs, figures))
+    return ReportPaths(markdown=md, html=page, summary=summary_path, figures=figures)
+
+
+def _markdown(comparison, header, rows, found, samples, runs) -> str:
+    lines = ["# Truncation strategies compared", ""]
+    lines += [f"- {line}" for line in _setup_lines(comparison)] + [""]
+    lines += ["## How each strategy cuts the text", "", "![cuts](cuts.png)", ""]
+    lines += ["## Results", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", NOTES, ""]
+    lines += ["## Verdicts", ""]
+    for v in found:
+        lines += [f"- **{v.claim}** — *{v.outcome}.* {v.text}", ""]
+    for key, title in FIGURES[1:]:
+        lines += [f"## {title}", "", f"![{key}]({key}.png)", ""]
+    lines += ["## Samples", ""]
+    prefix = comparison.config.prefix
+    lines += [
+        f"Each trained model continues {prefix!r} (temperature {comparison.config.temperature:g}).",
+        "",
+    ]
+    for strategy, seed, sample in samples:
+        lines += [f"- `{strategy}` (seed {seed}):", "", "  ```", f"  {sample}", "  ```", ""]
+    lines += ["## Files", ""]
+    for strategy, seed, directory in runs:
+        if directory:
+            lines.append(
+                f"- `{strategy}` seed {seed}: [{directory}/metrics.jsonl]({directory}/metrics.jsonl)"
+            )
+    lines += ["- [summary.json](summary.json): the table's numbers per run and per strategy", ""]
+    return "\n".join(lines)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; }
+pre { background: #f6f6f6; padding: 0.6em; white-space: pre-wrap; }
+.outcome { font-style: italic; }
+"""
+
+
+def _html(comparison, header, rows, found, samples, runs, figures) -> str:
+    e = html.escape
+
+    def image(key: str, title: str) -> str:
+        data = base64.b64encode(figures[key].read_bytes()).decode("ascii")
+        return f'<figure><img src="data:image/png;base64,{data}" alt="{e(title)}"></figure>'
+
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        "<title>Truncation strategies compared</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+        "<h1>Truncation strategies compared</h1>",
+        "<ul>",
+        *[f"<li>{e(line)}</li>" for line in _setup_lines(comparison)],
+        "</ul>",
+        f"<h2>{e(FIGURES[0][1])}</h2>",
+        image(*FIGURES[0]),
+        "<h2>Results</h2>",
+        "<table>",
+        "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>",
+        "<tbody>",
+    ]
+    for row in rows:
+        cells = [f"<td>{e(row[0])}</td>"] + [f'<td class="num">{e(c)}</td>' for c in row[1:]]
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts += ["</tbody>", "</table>", f"<p>{e(NOTES)}</p>", "<h2>Verdicts</h2>", "<ul>"]
+    for v in found:
+        parts.append(
+            f'<li><strong>{e(v.claim)}</strong> <span class="outcome">{e(v.outcome)}.</span> '
+            f"{e(v.text)}</li>"
+        )
+    parts.append("</ul>")
+    for key, title in FIGURES[1:]:
+        parts += [f"<h2>{e(title)}</h2>", image(key, title)]
+    parts += [
+        "<h2>Samples</h2>",
+        f"<p>Each trained model continues {e(repr(comparison.config.prefix))} "
+        f"(temperature {comparison.config.temperature:g}).</p>",
+    ]
+    for strategy, seed, sample in samples:
+        parts += [f"<h3>{e(strategy)} (seed {seed})</h3>", f"<pre>{e(sample)}</pre>"]
+    parts += ["<h2>Files</h2>", "<ul>"]
+    for strategy, seed, directory in runs:
+        if directory:
+            href = f"{directory}/metrics.jsonl"
+            parts.append(f'<li>{e(strategy)} seed {seed}: <a href="{e(href)}">{e(href)}</a></li>')
+    parts += [
+        '<li><a href="summary.json">summary.json</a>: the table\'s numbers per run and per strategy</li>',
+        '<li><a href="report.md">report.md</a> with the figures as PNG files beside it</li>',
+        "</ul>",
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(parts) + "\n"

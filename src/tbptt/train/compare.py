@@ -1,0 +1,502 @@
+"""Strategies side by side: the same model, initial weights, seed and data under each spec.
+
+For every seed s and every strategy spec, a run is::
+
+    torch.manual_seed(s); weights_s = RecurrentLM(model config).state_dict()   # once per seed
+    model <- weights_s; torch.manual_seed(s)                                    # same dropout stream
+    Trainer(model, train, valid, TrainConfig(strategy=spec, seed=s)).fit(stop=budget)
+
+so two strategies of one seed differ only in where windows end and which
+gradient gates apply. Runs stop at the first budget reached: epochs, training
+seconds (wall-clock time inside the trainer's windows, evaluation excluded) or
+training tokens; the budget is asked between windows, so a run overshoots by
+at most one window (for ``full``: one epoch) and one evaluation.
+
+Every run's step and epoch records go to ``<out>/runs/<strategy>-seed<s>/metrics.jsonl``
+with a closing ``{"event": "run", ...}`` record (wall time, peak memory, why it
+stopped); ``<out>/comparison.json`` holds the resolved configuration, the
+opening of the text and each run's sample. :mod:`tbptt.report` turns these into
+figures, a table and verdicts.
+
+Peak memory. All runs share one process, whose ``ru_maxrss`` only ever grows,
+so it cannot tell runs apart. Instead a background thread samples the resident
+set size (``/proc/self/statm``, Linux) every few milliseconds while a run
+trains; ``peak_memory_mb`` is the highest sample minus the level just before
+the run (after garbage collection and returning freed heap pages to the
+system): the extra memory the run needed at its worst moment, dominated by the
+autograd graph of its longest window. NaN where ``/proc`` does not exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from tbptt.data.dataset import TextData
+from tbptt.data.streams import SequentialStream
+from tbptt.errors import ConfigError, DataError
+from tbptt.models.lm import ModelConfig, RecurrentLM
+from tbptt.train.generate import generate
+from tbptt.train.metrics import MetricsWriter, read_metrics
+from tbptt.train.trainer import TrainConfig, Trainer
+from tbptt.truncation import parse_strategy
+
+__all__ = [
+    "CompareConfig",
+    "RunResult",
+    "Comparison",
+    "run_comparison",
+    "load_comparison",
+    "run_directory_name",
+    "DEFAULT_STRATEGIES",
+]
+
+DEFAULT_STRATEGIES = ("full", "regular:35", "randomized:35")
+OPENING_TOKENS = 400  # tokens of the first stream kept for the picture of the cuts
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and for how long.
+
+    At least one budget must be set; a run stops at the first one reached.
+    ``budget_seconds`` counts training seconds (the trainer's time in its windows:
+    forward, backward, optimizer step), not evaluation, so every strategy gets the
+    same compute whatever its evaluation costs. ``evals_per_epoch``: validation
+    points per epoch (at equal shares of the stream; strategies that step once per
+    epoch, such as ``full``, are evaluated at epoch ends only).
+    """
+
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    seeds: tuple[int, ...] = (0,)
+    budget_epochs: int | None = None
+    budget_seconds: float | None = None
+    budget_tokens: int | None = None
+    prefix: str = "time traveller"
+    sample_length: int = 100
+    temperature: float = 0.7
+    evals_per_epoch: int = 4
+    memory_interval_s: float = 0.005
+
+    def check(self) -> None:
+        """Raise one :class:`ConfigError` listing every invalid option (bad specs raise SpecError)."""
+        problems = []
+        if not self.strategies:
+            problems.append("give at least one strategy spec, e.g. full regular:35")
+        specs = [parse_strategy(s).spec for s in self.strategies]
+        if len(set(specs)) != len(specs):
+            problems.append(f"each strategy once, got {', '.join(specs)}")
+        if not self.seeds:
+            problems.append("give at least one seed")
+        elif len(set(self.seeds)) != len(self.seeds):
+            problems.append(f"each seed once, got {list(self.seeds)}")
+        budgets = (self.budget_epochs, self.budget_seconds, self.budget_tokens)
+        if all(b is None for b in budgets):
+            problems.append("give a budget: epochs, seconds or tokens")
+        if self.budget_epochs is not None and self.budget_epochs < 1:
+            problems.append(f"epoch budget must be >= 1, got {self.budget_epochs}")
+        if self.budget_seconds is not None and not (
+            self.budget_seconds > 0 and math.isfinite(self.budget_seconds)
+        ):
+            problems.append(f"seconds budget must be > 0, got {self.budget_seconds}")
+        if self.budget_tokens is not None and self.budget_tokens < 1:
+            problems.append(f"token budget must be >= 1, got {self.budget_tokens}")
+        if self.evals_per_epoch < 1:
+            problems.append(f"evaluations per epoch must be >= 1, got {self.evals_per_epoch}")
+        if self.sample_length < 0:
+            problems.append(f"sample length must be >= 0, got {self.sample_length}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass
+class RunResult:
+    """One strategy under one seed. ``records``: its step, epoch and closing run records."""
+
+    strategy: str
+    seed: int
+    directory: str | None
+    sample: str
+    records: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def run_record(self) -> dict:
+        return next((r for r in reversed(self.records) if r.get("event") == "run"), {})
+
+
+@dataclass
+class Comparison:
+    """Everything a report needs: the setup, the opening of the text, and every run."""
+
+    config: CompareConfig
+    model: ModelConfig
+    train: TrainConfig
+    data: dict
+    opening: list[str]
+    separator: str
+    stream_steps: int
+    runs: list[RunResult]
+
+    @property
+    def strategies(self) -> list[str]:
+        return [parse_strategy(s).spec for s in self.config.strategies]
+
+    def runs_of(self, strategy: str) -> list[RunResult]:
+        return [r for r in self.runs if r.strategy == strategy]
+
+    def to_dict(self) -> dict:
+        """JSON-ready, without the per-step records (those live in each run's metrics.jsonl)."""
+        return {
+            "config": asdict(self.config),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "data": self.data,
+            "opening": self.opening,
+            "separator": self.separator,
+            "stream_steps": self.stream_steps,
+            "runs": [
+                {
+                    "strategy": r.strategy,
+                    "seed": r.seed,
+                    "directory": r.directory,
+                    "sample": r.sample,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+def run_directory_name(strategy: str, seed: int) -> str:
+    """``regular:35`` seed 0 -> ``regular-35-seed0`` (safe as a file name)."""
+    slug = "".join(c if c.isalnum() or c in "._" else "-" for c in strategy)
+    return f"{slug}-seed{seed}"
+
+
+def load_comparison(out: str | Path) -> Comparison:
+    """Read back what :func:`run_comparison` wrote into ``out`` (records from the JSON lines)."""
+    import json
+
+    out = Path(out)
+    path = out / "comparison.json"
+    if not path.is_file():
+        raise DataError(f"no comparison.json in {out}; run tbptt compare --out {out} first")
+    d = json.loads(path.read_text())
+    config = d["config"]
+    config.update(strategies=tuple(config["strategies"]), seeds=tuple(config["seeds"]))
+    runs = []
+    for r in d["runs"]:
+        records = read_metrics(out / r["directory"] / "metrics.jsonl") if r["directory"] else []
+        runs.append(RunResult(r["strategy"], r["seed"], r["directory"], r["sample"], records))
+    return Comparison(
+        config=CompareConfig(**config),
+        model=ModelConfig(**d["model"]),
+        train=TrainConfig.from_dict(d["train"]),
+        data=d["data"],
+        opening=d["opening"],
+        separator=d["separator"],
+        stream_steps=d["stream_steps"],
+        runs=runs,
+    )
+
+
+# -- peak memory ------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _release_memory() -> None:
+    # Return freed heap pages to the system so the next run's baseline is not inflated
+    # by what the previous run left in the allocator's free lists (glibc only).
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _PeakMemory:
+    """Highest resident set size seen by a sampling thread, above the level at start (MiB)."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.start = _rss_bytes()
+        self.peak = self.start
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            rss = _rss_bytes()
+            if rss is not None and rss > self.peak:
+                self.peak = rss
+
+    def __enter__(self) -> _PeakMemory:
+        if self.start is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        rss = _rss_bytes()
+        if rss is not None and self.peak is not None:
+            self.peak = max(self.peak, rss)
+
+    @property
+    def megabytes(self) -> float:
+        if self.start is None:
+            return math.nan
+        return (self.peak - self.start) / 2**20
+
+
+# -- the runner -------------------------------------------------------------------------
+
+
+def _check_lengths(specs: list[str], stream_steps: int, batch_size: int, n_tokens: int) -> None:
+    # Fail before any training if some strategy cannot run on this text, not after hours.
+    for spec in specs:
+        need = parse_strategy(spec).reference_length(stream_steps)
+        if stream_steps < need:
+            raise DataError(
+                f"the training text has {n_tokens} tokens: {batch_size} streams of {stream_steps} "
+                f"steps, shorter than one {spec} window of {need} steps; use a longer text, "
+                "a smaller --batch-size or a shorter window"
+            )
+
+
+def run_comparison(
+    data: TextData,
+    config: CompareConfig,
+    *,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    out: str | Path | None = None,
+    on_run_start: Callable[[dict], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_run_end: Callable[[RunResult], None] | None = None,
+) -> Comparison:
+    """Train every (seed, strategy) pair under the budget; return (and write) the records.
+
+    Args:
+        data: the prepared text (train and validation streams, vocabulary).
+        config: strategies, seeds, budget, sample prefix.
+        model: the model for every run (default: ``ModelConfig(vocab_size=len(data.vocab))``).
+        train: options for every run; its ``strategy``, ``seed`` and ``epochs`` are replaced
+            per run (default: ``TrainConfig(nonfinite="skip")``, so a NaN is counted, not fatal).
+        out: directory for ``comparison.json`` and each run's ``metrics.jsonl`` (None: memory only).
+        on_run_start: called with ``{"strategy", "seed", "index", "runs", "tokens_per_epoch"}``.
+        on_step, on_epoch: the trainer's step and epoch records, as they happen (step records
+            passed here also carry ``train_seconds``, the run's training seconds so far).
+        on_run_end: called with each finished :class:`RunResult`.
+    """
+    config.check()
+    specs = [parse_strategy(s).spec for s in config.strategies]
+    config = replace(config, strategies=tuple(specs), seeds=tuple(config.seeds))
+    vocab_size = len(data.vocab)
+    model = model or ModelConfig(vocab_size=vocab_size)
+    if model.vocab_size != vocab_size:
+        raise ConfigError(
+            f"the model's vocabulary size is {model.vocab_size} but the text has {vocab_size} "
+            "tokens; build the ModelConfig with vocab_size=len(data.vocab)"
+        )
+    train = train or TrainConfig(nonfinite="skip")
+    train.check()
+    stream = SequentialStream(data.train, train.batch_size)
+    _check_lengths(specs, stream.steps, train.batch_size, len(data.train))
+    out = Path(out) if out is not None else None
+    if out is not None:
+        try:
+            (out / "runs").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
+
+    # Column 0 of the batched stream: the text the first stream reads, in order.
+    first_stream = stream.data[:OPENING_TOKENS, 0].tolist()
+    comparison = Comparison(
+        config=config,
+        model=model,
+        train=train,
+        data={
+            "vocab_size": vocab_size,
+            "train_tokens": len(data.train),
+            "valid_tokens": len(data.valid),
+            "level": data.level,
+            "normalize": data.normalize,
+        },
+        opening=[data.vocab.itos[i] for i in first_stream],
+        separator=data.separator,
+        stream_steps=stream.steps,
+        runs=[],
+    )
+    budget_epochs = config.budget_epochs or 2**31 - 1
+    total = len(config.seeds) * len(specs)
+    for seed in config.seeds:
+        torch.manual_seed(seed)
+        initial = copy.deepcopy(RecurrentLM(model).state_dict())
+        for spec in specs:
+            run = _one_run(
+                data,
+                config,
+                model,
+                replace(train, strategy=spec, seed=seed, epochs=budget_epochs),
+                initial,
+                out,
+                info={
+                    "strategy": spec,
+                    "seed": seed,
+                    "index": len(comparison.runs),
+                    "runs": total,
+                    "tokens_per_epoch": stream.steps * stream.batch_size,
+                },
+                on_run_start=on_run_start,
+                on_step=on_step,
+                on_epoch=on_epoch,
+            )
+            comparison.runs.append(run)
+            if out is not None:  # rewritten after every run: a stopped comparison keeps its results
+                import json
+
+                (out / "comparison.json").write_text(
+                    json.dumps(comparison.to_dict(), indent=2) + "\n"
+                )
+            if on_run_end is not None:
+                on_run_end(run)
+    return comparison
+
+
+def _one_run(
+    data: TextData,
+    config: CompareConfig,
+    model_config: ModelConfig,
+    train: TrainConfig,
+    initial: dict,
+    out: Path | None,
+    *,
+    info: dict,
+    on_run_start,
+    on_step,
+    on_epoch,
+) -> RunResult:
+    spec, seed = train.strategy, train.seed
+    directory = run_directory_name(spec, seed)
+    metrics_path = None
+    if out is not None:
+        (out / "runs" / directory).mkdir(parents=True, exist_ok=True)
+        metrics_path = out / "runs" / directory / "metrics.jsonl"
+    metrics = MetricsWriter(metrics_path)
+    model = RecurrentLM(model_config)
+    model.load_state_dict(initial)
+    torch.manual_seed(seed)  # dropout masks: the same stream for every strategy of this seed
+    trainer = Trainer(model, data.train, data.valid, train, metrics=metrics)
+    if on_run_start is not None:
+        on_run_start(info)
+
+    steps = trainer.stream.steps
+    done = {"tokens": 0, "seconds": 0.0, "epochs": 0.0, "next_eval": 1}
+    reason = ["epochs"]
+
+    def training_seconds() -> float:
+        # Completed epochs plus the current one's step time so far (the trainer times only
+        # the windows: planning, forward, backward, step; never evaluation or callbacks).
+        return done["seconds"] + trainer._epoch_seconds
+
+    def after_step(record: dict) -> None:
+        done["tokens"] += record["tokens"]
+        if on_step is not None:
+            on_step({**record, "train_seconds": training_seconds()})
+        # Validation inside the epoch, at each 1/evals_per_epoch of the stream, so the time
+        # axis of the curves has points between epochs (the epoch end evaluates anyway).
+        fraction = trainer.stream.position / steps
+        k = done["next_eval"]
+        if trainer.valid_inputs is not None and k < config.evals_per_epoch:
+            if fraction >= k / config.evals_per_epoch and trainer.stream.remaining() > 0:
+                while done["next_eval"] / config.evals_per_epoch <= fraction:
+                    done["next_eval"] += 1
+                val_loss, val_ppl = trainer.evaluate()
+                metrics.write(
+                    {
+                        "event": "eval",
+                        "epoch": trainer.epoch + 1,
+                        "step": trainer.step,
+                        "epochs_done": done["epochs"] + fraction,
+                        "train_seconds": training_seconds(),
+                        "val_loss": val_loss,
+                        "val_ppl": val_ppl,
+                    }
+                )
+
+    def after_epoch(record: dict) -> None:
+        done["seconds"] += record["seconds"]
+        done["epochs"] += record["fraction"]
+        done["next_eval"] = 1
+        if on_epoch is not None:
+            on_epoch(record)
+
+    def stop() -> bool:
+        if config.budget_seconds is not None and training_seconds() >= config.budget_seconds:
+            reason[0] = "seconds"
+            return True
+        if config.budget_tokens is not None and done["tokens"] >= config.budget_tokens:
+            reason[0] = "tokens"
+            return True
+        return False
+
+    _release_memory()
+    try:
+        with _PeakMemory(config.memory_interval_s) as memory:
+            start = time.perf_counter()
+            trainer.fit(on_step=after_step, on_epoch=after_epoch, stop=stop)
+            wall = time.perf_counter() - start
+        sample = _sample(trainer.model, data, config, seed)
+        metrics.write(
+            {
+                "event": "run",
+                "strategy": spec,
+                "seed": seed,
+                "stop": reason[0],
+                "wall_seconds": wall,
+                "train_seconds": done["seconds"],
+                "epochs": trainer.epoch,
+                "steps": trainer.step,
+                "tokens": done["tokens"],
+                "peak_memory_mb": memory.megabytes,
+            }
+        )
+    finally:
+        metrics.close()
+    records = list(metrics.records)
+    directory_rel = f"runs/{directory}" if out is not None else None
+    return RunResult(spec, seed, directory_rel, sample, records)
+
+
+def _sample(model, data: TextData, config: CompareConfig, seed: int) -> str:
+    if config.sample_length == 0:
+        return ""
+    prefix = data.encode(config.prefix)
+    if len(prefix) == 0:
+        prefix = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
+    generator = torch.Generator().manual_seed(seed)
+    ids = generate(
+        model, prefix, config.sample_length, temperature=config.temperature, generator=generator
+    )
+    return data.decode(prefix.tolist()) + data.separator + data.decode(ids)
