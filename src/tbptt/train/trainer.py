@@ -25,12 +25,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tbptt.data.documents import DocumentStream, RandomDocumentStream
 from tbptt.data.streams import RandomStream, SequentialStream
-from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.models.gating import State, detach_state, map_state
+from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
+from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_streams
 from tbptt.train.metrics import MetricsWriter
 from tbptt.truncation import Strategy, Window, parse_strategy
@@ -136,6 +138,10 @@ class Trainer:
         valid_tokens: (M,) validation stream (may be empty: no evaluation).
         config: the options.
         metrics: where step and epoch records go (None: kept in memory only).
+        train_starts: (N,) bool, True where a document starts in ``train_tokens``
+            (see :mod:`tbptt.data.documents`): each window then carries a (T, B)
+            ``resets`` mask passed to ``model(..., resets=)``, and every stream
+            resets its state at its own document boundaries.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class Trainer:
         config: TrainConfig,
         *,
         metrics: MetricsWriter | None = None,
+        train_starts: torch.Tensor | None = None,
     ):
         config.check()
         self.config = config
@@ -154,7 +161,13 @@ class Trainer:
         self.strategy: Strategy = parse_strategy(config.strategy)
         self.generator = torch.Generator().manual_seed(config.seed)
         train_tokens = train_tokens.to(self.device)
-        if config.sampling == "random":
+        if train_starts is not None and config.sampling == "random":
+            self.stream = RandomDocumentStream(
+                train_tokens, train_starts, config.batch_size, self.generator
+            )
+        elif train_starts is not None:
+            self.stream = DocumentStream(train_tokens, train_starts, config.batch_size)
+        elif config.sampling == "random":
             self.stream = RandomStream(train_tokens, config.batch_size, self.generator)
         else:
             self.stream = SequentialStream(train_tokens, config.batch_size)
@@ -176,6 +189,8 @@ class Trainer:
         else:
             self.valid_inputs = self.valid_targets = None
         self.state: State | None = None
+        # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
+        self.context: Context | None = None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.skipped = 0  # steps dropped for non-finite values
@@ -189,21 +204,34 @@ class Trainer:
         return self.model.initial_state(batch_size)
 
     def train_step(
-        self, inputs: torch.Tensor, targets: torch.Tensor, window: Window, reset: bool
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        window: Window,
+        reset: bool,
+        *,
+        resets: torch.Tensor | None = None,
     ) -> dict:
-        """Forward, backward, clip and step on one window; returns its metrics record."""
+        """Forward, backward, clip and step on one window; returns its metrics record.
+
+        ``resets`` (T, B) bool: per-stream document starts inside the window.
+        """
         model, opt = self.model, self.optimizer
         model.train()
         batch_size = inputs.shape[1]
         if reset or window.reset or self.state is None:
             state = self._initial_state(batch_size)
+            self.context = None
         else:
-            state = detach_state(self.state)
-        logits, state = model(inputs, state, window.gates)  # (T, B, V)
-        loss_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-        loss = loss_sum / (batch_size * self.reference_length)
+            state = detach_state(self._checked_carried_state(batch_size))
+        # Lookback, checkpointing and resets are the engine's (shared with sequence_gradient).
+        result = run_window(
+            model, inputs, targets, state, window, resets=resets, context=self.context
+        )
+        loss_sum, state = result.loss_sum, result.state
+        loss = loss_sum / (batch_size * (window.loss_length or self.reference_length))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self._backward(loss)
         max_norm = self.config.clip if self.config.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         loss_value, norm_value = torch.stack(
@@ -217,9 +245,12 @@ class Trainer:
                 group["lr"] = lr
             opt.step()
             self.state = detach_state(state)
+            self.context = result.context
         elif self.config.nonfinite == "skip":
+            self._check_finite_weights()
             self.skipped += 1
             self.state = None  # a non-finite state would poison every later window
+            self.context = None
         else:
             raise NonFiniteError(
                 f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at epoch "
@@ -240,6 +271,69 @@ class Trainer:
             "lr": lr,
             "tokens": tokens,
         }
+
+    # -- guards ------------------------------------------------------------------------
+
+    def _checked_carried_state(self, batch_size: int) -> State:
+        """The carried state, refused when it cannot be the state entering this window.
+
+        Two classic mistakes: a state whose batch size differs from the window's
+        (the batch changed between windows), and a state that still holds an
+        autograd graph (stored without ``detach()``), which keeps every earlier
+        window's graph alive and makes the next backward reach into freed graphs.
+        """
+        state = self.state
+        if not getattr(self.strategy, "keeps_graph", False):
+            held = [t for t in _tensors(state) if t.grad_fn is not None]
+            if held:
+                raise ConfigError(
+                    f"the carried state still holds an autograd graph (grad_fn "
+                    f"{type(held[0].grad_fn).__name__}) but {self.strategy.spec} cuts it at every "
+                    "window; store the state detached (trainer.state = detach_state(state)) or "
+                    "set trainer.state = None to start from a fresh state"
+                )
+        fresh = self._initial_state(batch_size)
+        got = [tuple(t.shape) for t in _tensors(state)]
+        want = [tuple(t.shape) for t in _tensors(fresh)]
+        if got != want:
+            raise ConfigError(
+                f"the carried state has shape {_shapes(got)} but a window of batch size "
+                f"{batch_size} needs {_shapes(want)}; keep the batch size fixed between windows, "
+                "or set trainer.state = None (or a state from model.initial_state(batch_size))"
+            )
+        return state
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, turning the 'backward through the graph a second time' error of a
+        module that keeps its state between calls into a message naming the fix."""
+        try:
+            loss.backward()
+        except RuntimeError as e:
+            if "second time" not in str(e):
+                raise
+            holders = _graph_holders(self.model)
+            where = (
+                f" (module attribute{'s' if len(holders) > 1 else ''} {', '.join(holders[:3])} "
+                "hold(s) tensors with an autograd graph)"
+                if holders
+                else ""
+            )
+            raise ConfigError(
+                "the model reuses a state from an earlier window whose graph was already freed"
+                f"{where}; return the state from forward() and let the trainer carry it, or "
+                "detach what the module keeps between calls (self.hidden = h.detach())"
+            ) from None
+
+    def _check_finite_weights(self) -> None:
+        """Under ``nonfinite="skip"``: refuse to go on once the weights themselves are NaN/inf
+        (an earlier step overflowed them), since skipping cannot bring them back."""
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise NonFiniteError(
+                    f"parameter {name} is non-finite at epoch {self.epoch + 1}, step "
+                    f"{self.step + 1}: an earlier step overflowed the weights and skipping cannot "
+                    "recover; lower --lr or set --clip, and resume from an earlier checkpoint"
+                )
 
     def current_lr(self) -> float:
         """The scheduled learning rate at the stream's current position.
@@ -277,7 +371,13 @@ class Trainer:
             window = strategy.plan(remaining, self.generator)
             start = time.perf_counter()
             batch = stream.next(window.length)
-            record = self.train_step(batch.inputs, batch.targets, window, batch.reset)
+            record = self.train_step(
+                batch.inputs,
+                batch.targets,
+                window,
+                batch.reset,
+                resets=getattr(batch, "resets", None),
+            )
             self._epoch_seconds += time.perf_counter() - start
             if not record["skipped"]:
                 self._epoch_loss += record["loss"] * record["tokens"]
@@ -306,6 +406,7 @@ class Trainer:
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
         self.state = None
+        self.context = None
         if self.valid_inputs is not None:
             record["val_loss"], record["val_ppl"] = self.evaluate()
         self.metrics.write(record)
@@ -350,34 +451,140 @@ class Trainer:
 
     # -- run state ---------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue exactly (see the module docstring)."""
-        hidden = (
-            map_state(lambda t: t.detach().cpu(), self.state) if self.state is not None else None
-        )
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "hidden": hidden,
-            "epoch": self.epoch,
-            "step": self.step,
-            "skipped": self.skipped,
-            "position": self.stream.position,
-            "epoch_partial": [self._epoch_loss, self._epoch_tokens, self._epoch_seconds],
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "config": self.config.to_dict(),
+    # Attributes rebuilt by the constructor from its arguments (their mutable contents
+    # -- weights, optimizer moments, generator, stream cursor -- are in state_dict).
+    # Every other attribute is run state: state_dict must save it and load_state_dict
+    # restore it; tests/train/test_resume.py fails for an attribute left out.
+    REBUILT_ATTRIBUTES = frozenset(
+        {
+            "config",
+            "device",
+            "model",
+            "strategy",
+            "generator",
+            "stream",
+            "reference_length",
+            "optimizer",
+            "metrics",
+            "valid_inputs",
+            "valid_targets",
         }
+    )
+    # Options a resumed run may change: they do not alter the trajectory up to the
+    # checkpoint (epochs extends or shortens the run; nonfinite only acts on NaN).
+    RESUMABLE_CHANGES = ("epochs", "nonfinite", "device")
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly, as CPU copies.
+
+        Model and optimizer state, the carried hidden state (all B streams), the
+        stream cursor, epoch / step / skipped counters, the epoch's partial sums,
+        the strategy's generator, every global generator (torch CPU and CUDA,
+        Python, NumPy), the strategy's own state where it has one, and the
+        configuration. Only tensors, numbers, strings and containers, so
+        ``torch.load(weights_only=True)`` reads it.
+        """
+        return _cpu_copy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "hidden": self.state,
+                "context": self.context.state_dict() if self.context is not None else None,
+                "epoch": self.epoch,
+                "step": self.step,
+                "skipped": self.skipped,
+                "position": self.stream.position,
+                "epoch_partial": [self._epoch_loss, self._epoch_tokens, self._epoch_seconds],
+                "generator": self.generator.get_state(),
+                "rng": capture_rng(),
+                "strategy": self.strategy.state_dict()
+                if hasattr(self.strategy, "state_dict")
+                else None,
+                "config": self.config.to_dict(),
+            }
+        )
 
     def load_state_dict(self, d: dict) -> None:
+        """Continue the run saved by :meth:`state_dict`.
+
+        Raises:
+            CheckpointError: the state belongs to another configuration or model
+                (one line naming the mismatch); nothing is changed then.
+        """
+        check_compatible(
+            {"train": d.get("config", {})},
+            {"train": self.config.to_dict()},
+            ignore=tuple(f"train.{k}" for k in self.RESUMABLE_CHANGES),
+        )
+        _check_same_parameters(d["model"], self.model.state_dict())
         self.model.load_state_dict(d["model"])
-        self.optimizer.load_state_dict(d["optimizer"])
+        try:
+            self.optimizer.load_state_dict(d["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(
+                f"the checkpoint's optimizer state does not fit this model and optimizer: {e}"
+            ) from e
         hidden = d.get("hidden")
         self.state = map_state(lambda t: t.to(self.device), hidden) if hidden is not None else None
+        self.context = Context.from_state_dict(d.get("context"), self.device)
         self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
         self.stream.position = d["position"]
         self._epoch_loss, self._epoch_tokens, self._epoch_seconds = d.get(
             "epoch_partial", [0.0, 0, 0.0]
         )
         self.generator.set_state(d["generator"])
-        torch.set_rng_state(d["torch_rng"])
+        if d.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
+            self.strategy.load_state_dict(d["strategy"])
+        restore_rng(d["rng"] if "rng" in d else {"torch": d["torch_rng"]})
+
+
+def _cpu_copy(obj):
+    """A copy of nested containers with every tensor detached, cloned and moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_cpu_copy(v) for v in obj)
+    if isinstance(obj, list):
+        return [_cpu_copy(v) for v in obj]
+    return obj
+
+
+def _check_same_parameters(saved: dict, current: dict) -> None:
+    """One-line CheckpointError naming the first parameters that differ in name or shape."""
+    problems = [f"{k} is missing" for k in current if k not in saved]
+    problems += [f"{k} is unexpected" for k in saved if k not in current]
+    problems += [
+        f"{k} has shape {tuple(saved[k].shape)} there, {tuple(v.shape)} here"
+        for k, v in current.items()
+        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"the checkpoint holds another model: {'; '.join(problems[:3])}{more}; "
+            "resume with the same model options, or start a new run"
+        )
+
+
+def _tensors(state: State) -> list[torch.Tensor]:
+    """The tensors of a (nested) state, in a fixed order."""
+    found: list[torch.Tensor] = []
+    map_state(lambda t: found.append(t) or t, state)
+    return found
+
+
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    return ", ".join(str(s) for s in shapes) if shapes else "(no tensors)"
+
+
+def _graph_holders(model: nn.Module) -> list[str]:
+    """``module.attribute`` names of plain tensor attributes that carry an autograd graph."""
+    found = []
+    for prefix, module in model.named_modules():
+        for key, value in vars(module).items():
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            if any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in values):
+                found.append(f"{prefix}.{key}" if prefix else key)
+    return found
