@@ -1,18 +1,266 @@
 """One window forward and backward, and the gradient of a whole sequence under a strategy.
 
-Shapes: inputs, targets (T, B); logits (T, B, V).
+Shapes: inputs, targets (T, B); resets (T, B) bool; logits (T, B, V).
+
+:func:`run_window` is what the trainer and :func:`sequence_gradient` both run
+for a window, so everything a :class:`~tbptt.truncation.Window` can ask for is
+implemented once:
+
+- **lookback** (TBPTT(k1, k2)): the window's own rows are preceded by the
+  trailing rows of earlier windows (a :class:`Context`: their inputs and
+  per-stream resets, and the detached state entering them), run again with
+  their targets ignored, so the window's losses reach back that far;
+- **checkpoint**: the rows are run in segments of that many steps under
+  ``torch.utils.checkpoint`` (reentrant: during the forward no graph is kept
+  inside a segment, only the states at segment edges; each segment runs again
+  during backward), and each segment's loss is summed inside it so no
+  (T, B, V) logits outlive their segment either;
+- **resets**: per-stream "a document starts here" masks, passed to the model,
+  which zeroes those streams' state before that step (no gradient crosses).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
 
-from tbptt.models.gating import State, detach_state
+from tbptt.models.gating import State, detach_state, map_state
 from tbptt.truncation import Strategy, Window
 
-__all__ = ["window_loss", "sequence_gradient"]
+__all__ = ["Context", "WindowResult", "run_window", "window_loss", "sequence_gradient"]
+
+IGNORE = -100  # target value cross_entropy skips
+
+
+@dataclass
+class Context:
+    """The trailing rows a lookback window runs again.
+
+    Attributes:
+        state: the detached state entering the first row.
+        inputs: (T', B) the rows' inputs.
+        resets: (T', B) bool, or None (no stream restarts in them).
+    """
+
+    state: State
+    inputs: torch.Tensor
+    resets: torch.Tensor | None = None
+
+    def to(self, device) -> Context:
+        move = lambda t: t.to(device)  # noqa: E731
+        resets = self.resets.to(device) if self.resets is not None else None
+        return Context(map_state(move, self.state), self.inputs.to(device), resets)
+
+    def state_dict(self) -> dict:
+        return {
+            "state": map_state(lambda t: t.detach().cpu(), self.state),
+            "inputs": self.inputs.cpu(),
+            "resets": self.resets.cpu() if self.resets is not None else None,
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict | None, device=None) -> Context | None:
+        if d is None:
+            return None
+        ctx = cls(d["state"], d["inputs"], d.get("resets"))
+        return ctx.to(device) if device is not None else ctx
+
+
+@dataclass
+class WindowResult:
+    """What :func:`run_window` returns.
+
+    Attributes:
+        loss_sum: scalar, the sum of the window's token losses (lookback rows excluded).
+        state: the state after the window's last row (still attached to the graph).
+        context: what the next window's lookback needs (None when the window asks for none).
+    """
+
+    loss_sum: torch.Tensor
+    state: State
+    context: Context | None
+
+
+# -- pieces ----------------------------------------------------------------------------
+
+
+def _call(model, inputs, state, gates, resets):
+    # Models that know nothing of resets keep working when there are none.
+    if resets is None:
+        return model(inputs, state, gates)
+    return model(inputs, state, gates, resets=resets)
+
+
+def _loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=IGNORE
+    )
+
+
+def _flatten(state: State) -> tuple[list[torch.Tensor], object]:
+    """A state's tensors in a fixed order, and a spec to rebuild it (for checkpoint's arguments)."""
+    if isinstance(state, torch.Tensor):
+        return [state], "T"
+    if state is None:
+        return [], None
+    if isinstance(state, (tuple, list)):
+        flat, specs = [], []
+        for s in state:
+            f, sp = _flatten(s)
+            flat += f
+            specs.append((len(f), sp))
+        return flat, (type(state), specs)
+    if isinstance(state, dict):
+        flat, specs = [], []
+        for k, s in state.items():
+            f, sp = _flatten(s)
+            flat += f
+            specs.append((k, len(f), sp))
+        return flat, (dict, specs)
+    raise TypeError(
+        f"Expected a state made of tensors (or tuples, lists, dicts of them), got {type(state).__name__}"
+    )
+
+
+def _unflatten(spec, flat: list[torch.Tensor]) -> State:
+    if spec == "T":
+        return flat[0]
+    if spec is None:
+        return None
+    kind, specs = spec
+    if kind is dict:
+        out, i = {}, 0
+        for k, n, sp in specs:
+            out[k] = _unflatten(sp, flat[i : i + n])
+            i += n
+        return out
+    out, i = [], 0
+    for n, sp in specs:
+        out.append(_unflatten(sp, flat[i : i + n]))
+        i += n
+    return kind(out)
+
+
+def _forward_loss(model, inputs, targets, state, gates, resets, segment: int):
+    """(sum of token losses, final state) over rows (T, B); checkpointed when ``segment`` > 0."""
+    T = inputs.shape[0]
+    if segment <= 0 or not torch.is_grad_enabled():
+        logits, state = _call(model, inputs, state, gates, resets)  # (T, B, V)
+        return _loss_sum(logits, targets), state
+    total = None
+    for start in range(0, T, segment):
+        stop = min(T, start + segment)
+        g = gates[start:stop] if gates is not None else None
+        r = resets[start:stop] if resets is not None else None
+        flat, spec = _flatten(state)
+
+        def run(
+            _anchor, *tensors, x=inputs[start:stop], y=targets[start:stop], g=g, r=r, spec=spec
+        ):
+            logits, new_state = _call(model, x, _unflatten(spec, list(tensors)), g, r)
+            new_flat, new_spec = _flatten(new_state)
+            run.spec = new_spec
+            return (_loss_sum(logits, y), *new_flat)
+
+        # The anchor requires grad so the reentrant checkpoint records a backward node even
+        # when the incoming state does not (a fresh or detached state).
+        anchor = torch.ones((), requires_grad=True)
+        loss, *new_flat = _checkpoint(run, anchor, *flat, use_reentrant=True)
+        state = _unflatten(run.spec, new_flat)
+        total = loss if total is None else total + loss
+    return total, state
+
+
+# -- one window ------------------------------------------------------------------------
+
+
+def run_window(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    state: State | None,
+    window: Window,
+    *,
+    resets: torch.Tensor | None = None,
+    context: Context | None = None,
+) -> WindowResult:
+    """Run one window (forward only; the caller calls backward).
+
+    Args:
+        model: ``model(inputs (T, B), state, gates[, resets=(T, B)]) -> (logits (T, B, V), state)``.
+        inputs, targets: (T, B) the window's own rows (T = ``window.length``).
+        state: the state entering the window, used as it is (the caller detaches or resets it).
+        window: the plan; its gates, lookback and checkpoint are honoured here.
+        resets: (T, B) bool, True where a stream starts afresh before that row.
+        context: the trailing rows of earlier windows (for ``window.lookback``); None at a
+            stream start. When the window has a lookback and a context, ``state`` is not used:
+            the run starts from the context's stored state.
+
+    Returns:
+        :class:`WindowResult`; targets of -100 are ignored in the loss.
+    """
+    gates = list(window.gates) if window.gates is not None else None
+    lookback = 0
+    if window.lookback > 0 and context is not None and context.inputs.shape[0] > 0:
+        c_inputs, c_resets, start_state = context.inputs, context.resets, context.state
+        excess = c_inputs.shape[0] - window.lookback
+        if excess > 0:  # a context longer than asked for: advance its state without a graph
+            with torch.no_grad():
+                r = c_resets[:excess] if c_resets is not None else None
+                _, start_state = _call(model, c_inputs[:excess], start_state, None, r)
+            c_inputs = c_inputs[excess:]
+            c_resets = c_resets[excess:] if c_resets is not None else None
+        lookback = c_inputs.shape[0]
+        state = detach_state(start_state)
+        if c_resets is not None or resets is not None:
+            c_resets = (
+                c_resets if c_resets is not None else torch.zeros_like(c_inputs, dtype=torch.bool)
+            )
+            w_resets = resets if resets is not None else torch.zeros_like(inputs, dtype=torch.bool)
+            resets = torch.cat([c_resets, w_resets])  # (lookback + T, B)
+        inputs = torch.cat([c_inputs, inputs])  # (lookback + T, B)
+        targets = torch.cat([torch.full_like(c_inputs, IGNORE), targets])
+        if gates is not None:
+            gates = [1.0] * lookback + gates
+    if window.lookback <= 0:
+        loss_sum, state = _forward_loss(
+            model, inputs, targets, state, gates, resets, window.checkpoint
+        )
+        return WindowResult(loss_sum, state, None)
+    # Split the run where the next window's context starts, to store the state entering it.
+    keep = min(window.lookback, inputs.shape[0])
+    split = inputs.shape[0] - keep
+    loss_sum = None
+    if split > 0:
+        loss_sum, state = _forward_loss(
+            model,
+            inputs[:split],
+            targets[:split],
+            state,
+            gates[:split] if gates is not None else None,
+            resets[:split] if resets is not None else None,
+            window.checkpoint,
+        )
+    next_context = Context(
+        detach_state(state), inputs[split:], resets[split:] if resets is not None else None
+    )
+    # gates[split] sits on the edge into the tail: the tail call applies it to the incoming state.
+    tail_gates = gates[split:] if gates is not None else None
+    tail_loss, state = _forward_loss(
+        model,
+        inputs[split:],
+        targets[split:],
+        state,
+        tail_gates,
+        resets[split:] if resets is not None else None,
+        window.checkpoint,
+    )
+    loss_sum = tail_loss if loss_sum is None else loss_sum + tail_loss
+    return WindowResult(loss_sum, state, next_context)
 
 
 def window_loss(
@@ -21,17 +269,16 @@ def window_loss(
     targets: torch.Tensor,
     state: State | None,
     window: Window,
+    *,
+    resets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State]:
     """Run one window and return (sum of token losses, final state).
 
     ``state`` is used as it is (the caller detaches or resets it); the
     window's gates shape the gradient inside. Targets equal to -100 are ignored.
     """
-    logits, state = model(inputs, state, window.gates)  # (T, B, V)
-    loss_sum = F.cross_entropy(
-        logits.flatten(0, 1), targets.flatten(), reduction="sum", ignore_index=-100
-    )
-    return loss_sum, state
+    result = run_window(model, inputs, targets, state, window, resets=resets)
+    return result.loss_sum, result.state
 
 
 def sequence_gradient(
@@ -42,14 +289,19 @@ def sequence_gradient(
     *,
     generator: torch.Generator | None = None,
     state: State | None = None,
+    resets: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """The strategy's estimate of the gradient of the sequence's mean token loss, at fixed weights.
 
     Runs the windows the strategy plans over inputs (T, B), carrying (detached)
-    state between them, and sums the windows' gradients without any optimizer
-    step. Every token's loss is divided by T * B, so for ``full`` this is the
-    exact gradient of the mean loss, and for an unbiased strategy its
-    expectation is. Returns one tensor per parameter (``model.parameters()`` order).
+    state between them (and, for lookback strategies, the context), and sums the
+    windows' gradients without any optimizer step. Every token's loss is
+    divided by T * B, so for ``full`` this is the exact gradient of the mean
+    loss, and for an unbiased strategy its expectation is. (Learning-rate
+    factors and per-window loss lengths only rescale an optimizer step; at
+    fixed weights every token keeps the weight 1 / (T B).) ``resets`` (T, B)
+    bool marks per-stream restarts. Returns one tensor per parameter
+    (``model.parameters()`` order).
     """
     generator = generator or torch.Generator().manual_seed(0)
     params = [p for p in model.parameters()]
@@ -57,18 +309,27 @@ def sequence_gradient(
     total_steps, batch_size = inputs.shape
     scale = 1.0 / (total_steps * batch_size)
     position = 0
+    context = None
     while position < total_steps:
         window = strategy.plan(total_steps - position, generator)
         stop = position + window.length
         if window.reset or state is None:
             state = _fresh_state(model, batch_size)
-        loss_sum, state = window_loss(
-            model, inputs[position:stop], targets[position:stop], detach_state(state), window
+            context = None
+        result = run_window(
+            model,
+            inputs[position:stop],
+            targets[position:stop],
+            detach_state(state),
+            window,
+            resets=resets[position:stop] if resets is not None else None,
+            context=context,
         )
-        window_grads = torch.autograd.grad(loss_sum * scale, params, allow_unused=True)
+        window_grads = torch.autograd.grad(result.loss_sum * scale, params, allow_unused=True)
         for g, wg in zip(grads, window_grads):
             if wg is not None:
                 g += wg
+        state, context = detach_state(result.state), result.context
         position = stop
     return grads
 

@@ -3,9 +3,11 @@
 from tbptt.truncation.strategies import (
     STRATEGIES,
     FullBPTT,
+    K1K2Truncation,
     RandomizedTruncation,
     RegularTruncation,
     Strategy,
+    VariableLength,
     Window,
     parse_strategy,
     register,
@@ -14,9 +16,11 @@ from tbptt.truncation.strategies import (
 __all__ = [
     "STRATEGIES",
     "FullBPTT",
+    "K1K2Truncation",
     "RandomizedTruncation",
     "RegularTruncation",
     "Strategy",
+    "VariableLength",
     "Window",
     "parse_strategy",
     "register",

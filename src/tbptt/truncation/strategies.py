@@ -32,7 +32,25 @@ Strategies (spec grammar ``name[:arg[,arg...]][,key=value...]``):
 ``randomized:K,alpha=A``     Tallec & Ollivier's schedule c_t = (A - 1) /
                              ((A - 2) K + t), t = steps since the last cut (A > 2),
                              so the compensation 1/prod(1 - c) grows polynomially.
+``full:checkpoint``          ``full`` (or ``full:N,checkpoint``) with activation
+                             checkpointing over segments of about sqrt(T) steps
+                             (``checkpoint=S``: S steps): the same gradient in
+                             O(sqrt T) memory for one extra forward.
+``k1k2:K1,K2``               TBPTT(k1, k2) (Williams & Peng 1990): a step every
+                             K1 steps; the losses of those K1 steps all reach
+                             back to K2 steps before the window's end (K2 >= K1),
+                             re-running the K2 - K1 overlap from a stored state.
+``variable:K``               AWD-LSTM's variable length (Merity et al. 2017):
+                             base K w.p. 0.95 else K/2, length max(5,
+                             int(N(base, 5))), learning rate times length / K.
 ===========================  ====================================================
+
+Windows may ask for more than a length and gates (see :class:`Window`):
+``lookback`` steps of already-trained history re-run without loss from a
+stored detached state (TBPTT(k1, k2)); ``checkpoint`` steps per activation
+checkpoint segment; ``loss_length`` to divide the window's loss by instead
+of the reference length (variable length, whose learning-rate factor then
+restores the per-token weight).
 """
 
 from __future__ import annotations
@@ -51,6 +69,8 @@ __all__ = [
     "FullBPTT",
     "RegularTruncation",
     "RandomizedTruncation",
+    "K1K2Truncation",
+    "VariableLength",
     "STRATEGIES",
     "register",
     "parse_strategy",
@@ -66,12 +86,26 @@ class Window:
         gates: (length,) gate values, or None for all 1 (see the module docstring).
         reset: start from a fresh (zero) state instead of the carried one.
         lr_scale: factor on the learning rate for this step.
+        lookback: steps *before* the window, already trained on, that are run
+            again (no loss on them) from the detached state stored at their
+            start, so the window's gradient reaches that far back. The runner
+            keeps this many trailing steps (inputs, per-stream resets and the
+            state entering them) for the next window; fewer are used when the
+            stream has not gone that far since its last reset.
+        checkpoint: 0, or the number of steps per activation-checkpoint
+            segment: activations inside a segment are recomputed during
+            backward instead of stored (same gradient, less memory).
+        loss_length: divide the window's loss sum by ``B * loss_length``
+            instead of ``B * reference_length`` (None: the reference length).
     """
 
     length: int
     gates: tuple[float, ...] | None = None
     reset: bool = False
     lr_scale: float = 1.0
+    lookback: int = 0
+    checkpoint: int = 0
+    loss_length: int | None = None
 
 
 class Strategy:
@@ -103,26 +137,49 @@ class FullBPTT(Strategy):
     ``sequence_length=None``: the sequence is the whole stream of each column
     (one optimizer step per epoch). Otherwise the stream is cut into
     independent sequences of that many steps, each starting from a fresh state.
+
+    ``checkpoint``: False (store every activation, memory O(T)); True (activation
+    checkpointing over segments of ceil(sqrt(T)) steps: only the states at segment
+    edges are stored during the forward, and each segment is run again during
+    backward, so memory is O(sqrt T) for one extra forward and the gradient is
+    the same); or an int S, segments of S steps.
     """
 
     name = "full"
 
-    def __init__(self, sequence_length: int | None = None):
+    def __init__(self, sequence_length: int | None = None, *, checkpoint: bool | int = False):
         if sequence_length is not None and sequence_length < 1:
             raise SpecError(f"full:N needs a sequence length N >= 1, got {sequence_length}")
+        if not isinstance(checkpoint, bool) and checkpoint < 1:
+            raise SpecError(f"full:checkpoint=S needs S >= 1 steps per segment, got {checkpoint}")
         self.sequence_length = sequence_length
+        self.checkpoint = checkpoint
 
     @property
     def spec(self) -> str:
-        return "full" if self.sequence_length is None else f"full:{self.sequence_length}"
+        parts = [] if self.sequence_length is None else [str(self.sequence_length)]
+        if self.checkpoint is True:
+            parts.append("checkpoint")
+        elif self.checkpoint:
+            parts.append(f"checkpoint={self.checkpoint}")
+        return "full" + (":" + ",".join(parts) if parts else "")
 
     def reference_length(self, total_steps: int) -> int:
         return self.sequence_length or total_steps
 
+    def segment_length(self, length: int) -> int:
+        """Steps per checkpoint segment for a window of ``length`` steps (0: no checkpointing)."""
+        if self.checkpoint is False:
+            return 0
+        if self.checkpoint is True:
+            return max(1, math.ceil(math.sqrt(length)))
+        return int(self.checkpoint)
+
     def plan(self, remaining: int, generator: torch.Generator) -> Window:
         if self.sequence_length is None:
-            return Window(length=remaining)
-        return Window(length=min(self.sequence_length, remaining), reset=True)
+            return Window(length=remaining, checkpoint=self.segment_length(remaining))
+        length = min(self.sequence_length, remaining)
+        return Window(length=length, reset=True, checkpoint=self.segment_length(length))
 
 
 class RegularTruncation(Strategy):
@@ -209,6 +266,96 @@ class RandomizedTruncation(Strategy):
         return Window(length=remaining, gates=tuple(gates))
 
 
+class K1K2Truncation(Strategy):
+    """TBPTT(k1, k2) (Williams & Peng 1990, in Sutskever's notation).
+
+    Every ``k1`` steps the optimizer steps once; the loss of *each* of those k1
+    steps contributes, and every one of them is backpropagated to the same
+    point: ``k2`` steps before the window's end. With the window covering steps
+    s .. s+k1-1, the gradient is that of
+
+        sum_{t=s}^{s+k1-1} l_t   with the state entering step s+k1-k2 detached,
+
+    so the last step's loss reaches k2 steps back and the first one
+    k2 - k1 + 1. ``k1 == k2`` is ``regular:k1``; ``k1 == k2 == T`` is full BPTT
+    over T steps.
+
+    Implementation: the k2 - k1 steps of overlap with earlier windows are run
+    again (``Window.lookback``) from the detached state stored at their start,
+    rather than keeping the previous windows' graphs alive. Recomputing costs
+    k2 / k1 forward passes per step (instead of 1) but holds only one window's
+    graph of k2 steps at a time and no graph between steps; keeping the graph
+    would save the recomputation but keep k2 steps of activations alive at all
+    times and cannot end the backward pass at an arbitrary earlier step without
+    a detach point placed in the forward (see docs/strategies.md).
+    """
+
+    name = "k1k2"
+
+    def __init__(self, k1: int, k2: int):
+        if k1 < 1 or k2 < k1:
+            raise SpecError(f"k1k2:K1,K2 needs 1 <= K1 <= K2, got K1={k1}, K2={k2}")
+        self.k1, self.k2 = k1, k2
+
+    @property
+    def spec(self) -> str:
+        return f"k1k2:{self.k1},{self.k2}"
+
+    def reference_length(self, total_steps: int) -> int:
+        return self.k1
+
+    def plan(self, remaining: int, generator: torch.Generator) -> Window:
+        return Window(length=min(self.k1, remaining), lookback=self.k2 - self.k1)
+
+
+class VariableLength(Strategy):
+    """Variable-length BPTT (Merity, Keskar & Socher 2017, AWD-LSTM).
+
+    Each window: a base length K with probability ``p`` (0.95), else K / 2; the
+    length is max(``min_length``, int(x)) with x ~ N(base, ``sd``^2) (sd 5),
+    cut at the end of the stream. The state is detached at window edges, as in
+    regular truncation. The window's loss is the *mean* over its own length
+    (``loss_length = length``) and the learning rate is multiplied by
+    length / K, as AWD-LSTM does; for SGD the product leaves every token with
+    the weight 1 / (B K), as in every other strategy here.
+
+    Length statistics for K = 70: mean 0.95 * 70 + 0.05 * 35 - 0.5 (int()
+    truncation) = 67.75, sd sqrt(5^2 + 0.95 * 0.05 * 35^2 + 1/12) = 9.13.
+    """
+
+    name = "variable"
+    stochastic = True
+
+    def __init__(self, k: int, *, p: float = 0.95, sd: float = 5.0, min_length: int = 5):
+        if k < 1:
+            raise SpecError(f"variable:K needs a base window length K >= 1, got {k}")
+        if not 0.0 <= p <= 1.0:
+            raise SpecError(f"variable:K,p=P needs P in [0, 1], got {p:g}")
+        if not sd >= 0:
+            raise SpecError(f"variable:K,sd=S needs S >= 0, got {sd:g}")
+        self.k, self.p, self.sd, self.min_length = k, p, sd, max(1, min_length)
+
+    @property
+    def spec(self) -> str:
+        extra = "" if self.p == 0.95 else f",p={self.p:g}"
+        extra += "" if self.sd == 5.0 else f",sd={self.sd:g}"
+        return f"variable:{self.k}{extra}"
+
+    def reference_length(self, total_steps: int) -> int:
+        return self.k
+
+    def sample_length(self, generator: torch.Generator) -> int:
+        """One draw of the window length (before the end of the stream cuts it)."""
+        u = torch.rand(1, generator=generator, dtype=torch.float64).item()
+        base = self.k if u < self.p else self.k / 2
+        n = torch.randn(1, generator=generator, dtype=torch.float64).item()
+        return max(self.min_length, int(base + self.sd * n))  # int() truncates, as AWD-LSTM
+
+    def plan(self, remaining: int, generator: torch.Generator) -> Window:
+        length = min(self.sample_length(generator), remaining)
+        return Window(length=length, lr_scale=length / self.k, loss_length=length)
+
+
 # -- registry and spec parsing --------------------------------------------------------
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {}
@@ -220,9 +367,30 @@ def register(name: str, factory: Callable[..., Strategy]) -> None:
 
 
 def _full(*args, **kw) -> Strategy:
+    usage = "full takes 'full', 'full:N', 'full:checkpoint' or 'full:N,checkpoint[=S]'"
+    checkpoint: bool | int = False
+    if args and args[-1].lower() == "checkpoint":
+        args, checkpoint = args[:-1], True
+    if "checkpoint" in kw:
+        if checkpoint:
+            raise SpecError(usage)
+        checkpoint = _int(kw.pop("checkpoint"), "full:checkpoint=S")
     if kw or len(args) > 1:
-        raise SpecError("full takes at most one argument: 'full' or 'full:N'")
-    return FullBPTT(_int(args[0], "full:N") if args else None)
+        raise SpecError(usage)
+    return FullBPTT(_int(args[0], "full:N") if args else None, checkpoint=checkpoint)
+
+
+def _k1k2(*args, **kw) -> Strategy:
+    if len(args) != 2 or kw:
+        raise SpecError("k1k2 takes two window lengths K1 <= K2, e.g. 'k1k2:10,35'")
+    return K1K2Truncation(_int(args[0], "k1k2:K1"), _int(args[1], "k1k2:K2"))
+
+
+def _variable(*args, **kw) -> Strategy:
+    if len(args) != 1 or set(kw) - {"p", "sd"}:
+        raise SpecError("variable takes a base length and optionally p and sd, e.g. 'variable:70'")
+    extra = {k: _float(v, f"variable {k}") for k, v in kw.items()}
+    return VariableLength(_int(args[0], "variable:K"), **extra)
 
 
 def _regular(*args, **kw) -> Strategy:
@@ -243,6 +411,8 @@ def _randomized(*args, **kw) -> Strategy:
 register("full", _full)
 register("regular", _regular)
 register("randomized", _randomized)
+register("k1k2", _k1k2)
+register("variable", _variable)
 
 
 def _int(text: str, what: str) -> int:
@@ -276,7 +446,7 @@ def parse_strategy(spec: str | Strategy) -> Strategy:
     if name not in STRATEGIES:
         raise SpecError(
             f"unknown strategy {spec!r}; expected one of {', '.join(sorted(STRATEGIES))} "
-            "(e.g. full, regular:35, randomized:35)"
+            "(e.g. full, full:checkpoint, regular:35, randomized:35, k1k2:10,35, variable:35)"
         )
     if _ and not rest.strip():
         raise SpecError(f"strategy {spec!r} has a ':' but no arguments after it")
