@@ -58,7 +58,7 @@ class TrainConfig:
 
     strategy: str = "regular:35"
     batch_size: int = 32
-    epochs: int = 20
+    epochs: int = 10
     optimizer: str = "adam"
     lr: float = 3e-3
     lr_schedule: str = "cosine"
