@@ -158,14 +158,16 @@ def compare_command(args) -> int:
     )
 
     bar = [None]
+    # A bar of training seconds when only a seconds budget is set, else of tokens.
+    by_seconds = (
+        config.budget_seconds is not None
+        and config.budget_tokens is None
+        and config.budget_epochs is None
+    )
 
     def on_run_start(info: dict) -> None:
         desc = f"[{info['index'] + 1}/{info['runs']}] {info['strategy']} seed {info['seed']}"
-        if (
-            config.budget_seconds is not None
-            and config.budget_tokens is None
-            and not config.budget_epochs
-        ):
+        if by_seconds:
             bar[0] = tqdm(
                 total=config.budget_seconds,
                 unit="s",
@@ -193,7 +195,7 @@ def compare_command(args) -> int:
 
     def on_step(record: dict) -> None:
         b = bar[0]
-        if b.unit == "s":  # the budget counts training seconds, evaluation excluded
+        if by_seconds:  # the budget counts training seconds, evaluation excluded
             b.update(min(b.total, record["train_seconds"]) - b.n)
         else:
             b.update(record["tokens"])
