@@ -60,7 +60,7 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 10
     optimizer: str = "adam"
-    lr: float = 3e-3
+    lr: float = 5e-3
     lr_schedule: str = "cosine"
     weight_decay: float = 0.0
     momentum: float = 0.0
