@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
-from tbptt.errors import ConfigError
+from tbptt.errors import CheckpointError, ConfigError
 from tbptt.models import KINDS, ModelConfig, RecurrentLM
 from tbptt.report import plot_training
 from tbptt.train import (
@@ -21,8 +24,14 @@ from tbptt.train import (
     TrainConfig,
     Trainer,
     generate,
-    save_checkpoint,
+    read_metrics,
     unigram_perplexity,
+)
+from tbptt.train.checkpoint import (
+    Checkpointer,
+    check_compatible,
+    latest_checkpoint,
+    parse_interval,
 )
 from tbptt.truncation import parse_strategy
 
@@ -141,6 +150,27 @@ def train_parser(sub) -> None:
         "--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy"
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("checkpoints and resuming")
+    g.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its newest valid checkpoint, with its saved settings "
+        "(--out DIR with the run's own flags does the same)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        metavar="N|Ns|Nm|Nh",
+        default="10m",
+        help="also checkpoint every N optimizer steps or every N seconds/minutes/hours; "
+        "'epoch': only at epoch ends and at the end (default: 10m)",
+    )
+    g.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="N",
+        help="keep the last N checkpoints in DIR/checkpoints (default: 3)",
+    )
     p.set_defaults(command=train_command)
 
 
@@ -157,7 +187,10 @@ def _check_device(name: str) -> torch.device:
 
 
 def train_command(args) -> int:
+    if getattr(args, "resume", None):
+        args = _resume_arguments(args)  # the run's saved flags, plus the few that may change
     # Validate everything cheap before touching data, so mistakes are reported at once.
+    every_steps, every_seconds = parse_interval(args.checkpoint_every)
     strategy = parse_strategy(args.strategy)
     _check_device(args.device)
     config = TrainConfig(
@@ -212,9 +245,22 @@ def train_command(args) -> int:
         "model": model_config.to_dict(),
         "train": config.to_dict(),
     }
+    data_sha1 = _data_digest(data)
+    found = _resumable(out, args, resolved, data.vocab.itos, data_sha1)
     (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    metrics = MetricsWriter(out / "metrics.jsonl")
+    if found is not None:
+        _truncate_metrics(out / "metrics.jsonl", found[1].get("metrics_lines"))
+        metrics = MetricsWriter(out / "metrics.jsonl", append=True)
+        metrics.records = read_metrics(out / "metrics.jsonl")
+    else:
+        metrics = MetricsWriter(out / "metrics.jsonl")
     trainer = Trainer(model, data.train, data.valid, config, metrics=metrics)
+    if found is not None:
+        trainer.load_state_dict(found[1]["trainer"])
+        print(
+            f"tbptt train: resuming {out} from {found[0]} (epoch {trainer.epoch + 1}, "
+            f"step {trainer.step})"
+        )
     baseline = (
         unigram_perplexity(data.train, data.valid, len(data.vocab)) if len(data.valid) else math.nan
     )
@@ -229,6 +275,10 @@ def train_command(args) -> int:
     tokens_per_epoch = trainer.stream.steps * trainer.stream.batch_size
     bar = tqdm(
         total=tokens_per_epoch * config.epochs,
+        initial=min(
+            tokens_per_epoch * config.epochs,
+            tokens_per_epoch * trainer.epoch + trainer.stream.position * trainer.stream.batch_size,
+        ),
         unit="tok",
         unit_scale=True,
         dynamic_ncols=True,
@@ -238,7 +288,29 @@ def train_command(args) -> int:
     )
     last_loss = [math.nan]
 
+    checkpointer = Checkpointer(
+        out, every_steps=every_steps, every_seconds=every_seconds, keep=args.keep_checkpoints
+    )
+    checkpointer.mark(trainer.step)
+    stop = _StopRequest()
+
+    def checkpoint():
+        payload = {
+            "resolved": resolved,
+            "vocab": data.vocab.itos,
+            "data_sha1": data_sha1,
+            "args": _saved_arguments(args),
+            "metrics_lines": len(metrics.records),
+            "trainer": trainer.state_dict(),
+        }
+        return checkpointer.save(payload, trainer.step)
+
     def on_step(record):
+        # A window just ended: the trainer's state is consistent, so this is where
+        # interval checkpoints are written and a stop request is honoured.
+        if checkpointer.due(record["step"]) or stop.signum:
+            checkpoint()
+        stop.check()
         bar.update(record["tokens"])
         last_loss[0] = record["loss"]
         if record["step"] % 10 == 0:
@@ -256,25 +328,22 @@ def train_command(args) -> int:
             print(line, flush=True)
         else:
             bar.write(line)
-
-    def checkpoint():
-        return save_checkpoint(
-            {"resolved": resolved, "vocab": data.vocab.itos, "trainer": trainer.state_dict()},
-            out / "checkpoint.pt",
-        )
+        checkpoint()
+        if trainer.epoch < config.epochs:  # after the last epoch, finish the outputs instead
+            stop.check()
 
     try:
-        trainer.fit(on_step=on_step, on_epoch=on_epoch)
-    except KeyboardInterrupt:
+        with stop.installed():
+            trainer.fit(on_step=on_step, on_epoch=on_epoch)
+    except _Stopped as e:
         bar.close()
         metrics.close()
-        checkpoint()
         print(
-            f"tbptt train: interrupted at epoch {trainer.epoch + 1}, step {trainer.step}; "
-            f"state saved in {out / 'checkpoint.pt'}",
+            f"tbptt train: stopped by {e.name} at epoch {trainer.epoch + 1}, step {trainer.step}; "
+            f"checkpoint in {out / 'checkpoint.pt'}; continue with: tbptt train --resume {out}",
             file=sys.stderr,
         )
-        return 130
+        return 128 + e.signum
     finally:
         bar.close()
         metrics.close()
@@ -310,3 +379,184 @@ def train_command(args) -> int:
     print(f"sample: {summary['sample']!r}")
     print(f"wrote {out / 'metrics.jsonl'}, {out / 'curves.png'}, {out / 'checkpoint.pt'}")
     return 0
+
+
+# -- resuming and signals ---------------------------------------------------------------
+
+# Flags a resumed run may change without changing what was computed so far; every
+# other saved flag is taken from the run (and refused if given with another value).
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "epochs",
+        "nonfinite",
+        "device",
+        "threads",
+        "no_progress",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "prefix",
+        "sample_length",
+        "temperature",
+        "data",  # the same text may have moved: its digest is checked instead
+    }
+)
+# Keys of the resolved configuration (config.json) a resumed run may change.
+RESOLVED_MAY_CHANGE = ("data.path", "train.epochs", "train.nonfinite", "train.device")
+
+
+def _parser_defaults() -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    train_parser(parser.add_subparsers())
+    return vars(parser.parse_args(["train"]))
+
+
+def _saved_arguments(args) -> dict:
+    """The command line as plain data (saved in every checkpoint, so --resume can rebuild it)."""
+    plain = (str, int, float, bool, type(None))
+    return {
+        k: v for k, v in vars(args).items() if isinstance(v, plain) and k not in ("resume", "verb")
+    }
+
+
+def _resume_arguments(args):
+    """``args`` for ``--resume DIR``: the run's saved flags, overridden only where allowed."""
+    directory = Path(args.resume)
+    if args.out and Path(args.out) != directory:
+        raise ConfigError(
+            f"--resume {directory} and --out {args.out} name different directories; "
+            "a resumed run writes into its own directory, drop --out"
+        )
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"--resume {directory}: no such run directory; pass the --out directory of a run"
+        )
+    found = latest_checkpoint(directory)
+    if found is None:
+        raise CheckpointError(
+            f"--resume {directory}: the directory holds no checkpoint to resume from; "
+            "pass the --out directory of a run that wrote one"
+        )
+    saved = found[1].get("args") or {}
+    defaults = _parser_defaults()
+    for key, value in saved.items():
+        if key in ("command", "out") or key not in defaults:  # a flag this version lacks
+            continue
+        given = getattr(args, key, defaults[key])
+        if given == defaults[key]:
+            setattr(args, key, value)
+        elif given != value and key not in RESUME_MAY_CHANGE:
+            flag = "--" + key.replace("_", "-")
+            raise CheckpointError(
+                f"--resume {directory}: {flag} {given} differs from the run's {value!r}; "
+                "drop the flag to continue the run as it was, or start a new run with --out"
+            )
+    args.out = str(directory)
+    return args
+
+
+def _data_digest(data) -> str:
+    """SHA-1 of the vocabulary and the token streams: the run's text, whatever its path."""
+    import hashlib
+
+    h = hashlib.sha1("\x00".join(data.vocab.itos).encode("utf-8", "surrogatepass"))
+    for part in (data.train, data.valid):
+        h.update(part.to(torch.int64).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resumable(out: Path, args, resolved: dict, vocab: list, data_sha1: str):
+    """``(path, payload)`` of the checkpoint to continue in ``out``, or None for a fresh run.
+
+    A checkpoint of another run (model, vocabulary, data or options) is refused
+    with one line naming the difference.
+    """
+    found = latest_checkpoint(out)
+    if found is None:
+        if getattr(args, "resume", None):
+            raise CheckpointError(f"--resume {out}: no checkpoint to resume from")
+        return None
+    path, payload = found
+    if "resolved" not in payload or "trainer" not in payload:
+        raise CheckpointError(f"{path} is not a checkpoint of tbptt train; use another --out")
+    source = f"the checkpoint {path}"
+    if list(payload.get("vocab", vocab)) != list(vocab):
+        saved = payload["vocab"]
+        raise CheckpointError(
+            f"{source} has another vocabulary ({len(saved)} tokens there, {len(vocab)} here); "
+            "resume with the same --data, --tokens and --normalize, or use another --out"
+        )
+    check_compatible(payload["resolved"], resolved, ignore=RESOLVED_MAY_CHANGE, source=source)
+    if payload.get("data_sha1", data_sha1) != data_sha1:
+        raise CheckpointError(
+            f"{source} was trained on another text (same vocabulary, different tokens); "
+            "resume with the same --data file, or use another --out"
+        )
+    return found
+
+
+def _truncate_metrics(path: Path, lines: int | None) -> None:
+    """Cut ``path`` back to its first ``lines`` lines: the records written up to the checkpoint.
+
+    Lines written after it (by the run that was interrupted) are written again by
+    the resumed run, so none is missing and none appears twice.
+    """
+    if lines is None:
+        return
+    raw = path.read_bytes() if path.is_file() else b""
+    kept = raw.split(b"\n")[:lines]
+    if len(kept) < lines or (lines and not raw.startswith(b"\n".join(kept) + b"\n")):
+        raise CheckpointError(
+            f"{path} has fewer lines than the {lines} written before the checkpoint; "
+            "restore the file or start a new run with another --out"
+        )
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+    os.replace(tmp, path)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag; the training loop stops at the next window boundary.
+
+    A second signal aborts at once (no checkpoint beyond the last one written).
+    """
+
+    def __init__(self):
+        self.signum = 0
+
+    def _handler(self, signum, frame):
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\ntbptt train: {signal.Signals(signum).name} received, stopping after this window "
+            "(send it again to abort without a checkpoint)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def check(self) -> None:
+        if self.signum:
+            raise _Stopped(self.signum)
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave signals to the caller
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -125,6 +125,7 @@ def save_checkpoint(payload: dict, path: str | Path, *, check_finite: bool = Tru
     except OSError as e:
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
