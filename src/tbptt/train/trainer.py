@@ -37,7 +37,7 @@ from tbptt.train.evaluate import evaluate, evaluation_streams
 from tbptt.train.metrics import MetricsWriter
 from tbptt.truncation import Strategy, Window, parse_strategy
 
-__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "build_optimizer"]
+__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "MEASURED_FIELDS", "build_optimizer"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLING = ("sequential", "random")
 NONFINITE = ("stop", "skip")
 LR_SCHEDULES = ("cosine", "constant")
+# Metrics fields measured from the machine (wall clock, memory), not computed from the
+# run: two runs of the same seed -- or a run and its resumed copy -- differ only in these.
+MEASURED_FIELDS = frozenset({"seconds", "tokens_per_s", "peak_rss_mb", "peak_cuda_mb"})
 
 
 @dataclass
