@@ -10,11 +10,14 @@ implemented once:
   trailing rows of earlier windows (a :class:`Context`: their inputs and
   per-stream resets, and the detached state entering them), run again with
   their targets ignored, so the window's losses reach back that far;
-- **checkpoint**: the rows are run in segments of that many steps under
-  ``torch.utils.checkpoint`` (reentrant: during the forward no graph is kept
-  inside a segment, only the states at segment edges; each segment runs again
-  during backward), and each segment's loss is summed inside it so no
-  (T, B, V) logits outlive their segment either;
+- **checkpoint**: the rows are run in segments of that many steps, each under
+  :class:`SegmentCheckpoint` (during the forward no graph is kept inside a
+  segment, only the states at segment edges; each segment runs again during
+  backward with the random state it first ran with, so dropout masks repeat),
+  and each segment's loss is summed inside it so no (T, B, V) logits outlive
+  their segment either. Gradients reach the parameters through ``.grad``
+  (the segment's own backward accumulates there), so call ``backward()``, not
+  ``torch.autograd.grad``, on a checkpointed window's loss;
 - **resets**: per-stream "a document starts here" masks, passed to the model,
   which zeroes those streams' state before that step (no gradient crosses).
 """
@@ -26,12 +29,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from tbptt.models.gating import State, detach_state, map_state
 from tbptt.truncation import Strategy, Window
 
-__all__ = ["Context", "WindowResult", "run_window", "window_loss", "sequence_gradient"]
+__all__ = [
+    "Context",
+    "SegmentCheckpoint",
+    "WindowResult",
+    "run_window",
+    "window_loss",
+    "sequence_gradient",
+]
 
 IGNORE = -100  # target value cross_entropy skips
 
@@ -145,6 +154,43 @@ def _unflatten(spec, flat: list[torch.Tensor]) -> State:
     return kind(out)
 
 
+class SegmentCheckpoint(torch.autograd.Function):
+    """Activation checkpointing for one segment: ``run(*tensors) -> outputs``.
+
+    Forward runs ``run`` without a graph and keeps only its input tensors (the
+    state entering the segment) and the random-number state. Backward runs it
+    again with a graph from detached copies of those inputs under the same
+    random state, backpropagates the incoming gradients through that graph (the
+    parameters' gradients accumulate in ``.grad``) and returns the inputs'
+    gradients to the previous segment. ``anchor`` is a scalar that requires
+    grad, so a backward node exists even when no input tensor requires grad.
+    """
+
+    @staticmethod
+    def forward(ctx, run, anchor, *tensors):
+        ctx.run = run
+        ctx.cpu_rng = torch.get_rng_state()
+        devices = sorted({t.device.index or 0 for t in tensors if t.is_cuda})
+        ctx.cuda_rng = {d: torch.cuda.get_rng_state(d) for d in devices}
+        ctx.save_for_backward(*tensors)
+        with torch.no_grad():
+            return tuple(run(*tensors))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        inputs = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
+        with torch.random.fork_rng(devices=list(ctx.cuda_rng)):
+            torch.set_rng_state(ctx.cpu_rng)
+            for d, rng in ctx.cuda_rng.items():
+                torch.cuda.set_rng_state(rng, d)
+            with torch.enable_grad():
+                outputs = ctx.run(*inputs)
+        pairs = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad and g is not None]
+        if pairs:
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None, *(i.grad if i.requires_grad else None for i in inputs))
+
+
 def _forward_loss(model, inputs, targets, state, gates, resets, segment: int):
     """(sum of token losses, final state) over rows (T, B); checkpointed when ``segment`` > 0."""
     T = inputs.shape[0]
@@ -158,18 +204,16 @@ def _forward_loss(model, inputs, targets, state, gates, resets, segment: int):
         r = resets[start:stop] if resets is not None else None
         flat, spec = _flatten(state)
 
-        def run(
-            _anchor, *tensors, x=inputs[start:stop], y=targets[start:stop], g=g, r=r, spec=spec
-        ):
+        def run(*tensors, x=inputs[start:stop], y=targets[start:stop], g=g, r=r, spec=spec):
             logits, new_state = _call(model, x, _unflatten(spec, list(tensors)), g, r)
             new_flat, new_spec = _flatten(new_state)
             run.spec = new_spec
             return (_loss_sum(logits, y), *new_flat)
 
-        # The anchor requires grad so the reentrant checkpoint records a backward node even
-        # when the incoming state does not (a fresh or detached state).
+        # The anchor requires grad so a backward node is recorded even when the incoming
+        # state does not (a fresh or detached state).
         anchor = torch.ones((), requires_grad=True)
-        loss, *new_flat = _checkpoint(run, anchor, *flat, use_reentrant=True)
+        loss, *new_flat = SegmentCheckpoint.apply(run, anchor, *flat)
         state = _unflatten(run.spec, new_flat)
         total = loss if total is None else total + loss
     return total, state
@@ -300,12 +344,17 @@ def sequence_gradient(
     loss, and for an unbiased strategy its expectation is. (Learning-rate
     factors and per-window loss lengths only rescale an optimizer step; at
     fixed weights every token keeps the weight 1 / (T B).) ``resets`` (T, B)
-    bool marks per-stream restarts. Returns one tensor per parameter
-    (``model.parameters()`` order).
+    bool marks per-stream restarts. Returns one tensor per parameter that
+    requires grad (``model.parameters()`` order); the parameters' ``.grad`` are
+    left as they were.
     """
     generator = generator or torch.Generator().manual_seed(0)
-    params = [p for p in model.parameters()]
-    grads = [torch.zeros_like(p) for p in params]
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Accumulate with backward() into .grad, not autograd.grad(): a checkpointed segment
+    # runs its own backward, which reaches the parameters only through .grad.
+    kept = [p.grad for p in params]
+    for p in params:
+        p.grad = None
     total_steps, batch_size = inputs.shape
     scale = 1.0 / (total_steps * batch_size)
     position = 0
@@ -325,12 +374,12 @@ def sequence_gradient(
             resets=resets[position:stop] if resets is not None else None,
             context=context,
         )
-        window_grads = torch.autograd.grad(result.loss_sum * scale, params, allow_unused=True)
-        for g, wg in zip(grads, window_grads):
-            if wg is not None:
-                g += wg
+        (result.loss_sum * scale).backward()
         state, context = detach_state(result.state), result.context
         position = stop
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p, g in zip(params, kept):
+        p.grad = g
     return grads
 
 

@@ -271,14 +271,15 @@ class K1K2Truncation(Strategy):
 
     Every ``k1`` steps the optimizer steps once; the loss of *each* of those k1
     steps contributes, and every one of them is backpropagated to the same
-    point: ``k2`` steps before the window's end. With the window covering steps
+    point: k2 - k1 steps before the window's first step, i.e. ``k2`` steps
+    before the end of a full window. With the window covering steps
     s .. s+k1-1, the gradient is that of
 
-        sum_{t=s}^{s+k1-1} l_t   with the state entering step s+k1-k2 detached,
+        sum_{t=s}^{s+k1-1} l_t   with the state entering step max(0, s+k1-k2) detached,
 
     so the last step's loss reaches k2 steps back and the first one
     k2 - k1 + 1. ``k1 == k2`` is ``regular:k1``; ``k1 == k2 == T`` is full BPTT
-    over T steps.
+    over T steps. (A shorter last window keeps the same k2 - k1 lookback.)
 
     Implementation: the k2 - k1 steps of overlap with earlier windows are run
     again (``Window.lookback``) from the detached state stored at their start,
