@@ -159,3 +159,16 @@ def test_zero_gate_at_the_start_detaches_the_incoming_state():
     assert out.grad_fn is not None
     (g,) = torch.autograd.grad(out.sum(), h, allow_unused=True)
     assert g is None  # no graph reaches the carried state
+
+
+def test_auto_path_follows_the_measured_thresholds():
+    x = torch.zeros(12, 2, 3)
+    lstm, gru = (
+        Recurrent("lstm", input_size=3, hidden_size=2),
+        Recurrent("gru", input_size=3, hidden_size=2),
+    )
+    assert lstm._auto_path(x, 1) == "fused" and lstm._auto_path(x, 3) == "fused"
+    assert lstm._auto_path(x, 4) == "steps"  # stretches of 3 steps
+    assert gru._auto_path(x, 1) == "fused" and gru._auto_path(x, 2) == "steps"
+    linear = Recurrent("linear", input_size=3, hidden_size=2)
+    assert linear._auto_path(x, 1) == "steps"

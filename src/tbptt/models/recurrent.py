@@ -20,10 +20,14 @@ same layout), and two paths read them:
   whose inner gates are all 1 in one call;
 - **steps**: a per-step loop, layer by layer, with each layer's input
   projection for the whole window computed in one matrix product, and a
-  gate applied on every state edge whose xi differs from 1.
+  gate applied on every state edge whose xi differs from 1. Each layer's loop
+  is one autograd node with a hand-written backward pass
+  (:mod:`tbptt.models.steps`); ``path="autograd"`` runs the same loop recorded
+  by autograd step by step, for double backward or forward-mode AD.
 
-``forward`` picks the fused path when the gates leave long stretches, else the
-step path. Both give the same values and gradients (tested in float64). The
+``forward`` (``path="auto"``) picks the fused path when the gates leave long
+stretches, else the step path (thresholds measured, see ``FUSED_MIN_STRETCH``).
+All paths give the same values and gradients (tested in float64). The
 step path is equivalent to this naive loop for one layer::
 
     for t in range(T):
@@ -49,8 +53,14 @@ __all__ = ["KINDS", "Recurrent"]
 
 KINDS = ("lstm", "gru", "rnn", "relu", "linear")
 _GATE_ROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}
-# Below this many steps per gate-free stretch, the step path beats one fused call per stretch.
-FUSED_MIN_STRETCH = 8
+# The fused/step choice of path="auto": one fused call per gate-free stretch when the mean
+# stretch has at least this many steps, else the step path. Measured on CPU (1 thread, B = 32,
+# H = 256 and 512, interleaved A/B; see docs/benchmarks.md): oneDNN's fused LSTM beats the step
+# path down to stretches of about 4 steps; the fused GRU/RNN kernels are per-step loops that the
+# step path matches with no cut and beats with any, so they run fused only without cuts
+# (FUSED_ONLY_UNCUT). On CUDA one cuDNN call beats per-step kernel launches almost always.
+FUSED_MIN_STRETCH = {"cpu": 4, "cuda": 2}
+FUSED_ONLY_UNCUT = {"cpu": ("gru", "rnn", "relu")}
 
 
 def _reset_streams(state: State, reset: torch.Tensor) -> State:
@@ -167,8 +177,7 @@ class Recurrent(nn.Module):
         )
         stretches = segments(gates, inputs.shape[0], extra_cuts=reset_steps)
         if path == "auto":
-            long_stretches = inputs.shape[0] >= FUSED_MIN_STRETCH * len(stretches)
-            path = "fused" if self.has_fused and long_stretches else "steps"
+            path = self._auto_path(inputs, len(stretches))
         if path == "fused":
             if not self.has_fused:
                 raise ConfigError(f"the {self.kind} model has no fused kernel; use path='steps'")
@@ -178,6 +187,15 @@ class Recurrent(nn.Module):
         if path == "autograd":
             return self._forward_autograd(inputs, state, gates, resets, reset_steps)
         raise ValueError(f"Expected path 'auto', 'fused', 'steps' or 'autograd', got {path!r}")
+
+    def _auto_path(self, inputs: torch.Tensor, num_stretches: int) -> str:
+        if not self.has_fused:
+            return "steps"
+        device = inputs.device.type
+        if num_stretches > 1 and self.kind in FUSED_ONLY_UNCUT.get(device, ()):
+            return "steps"
+        min_stretch = FUSED_MIN_STRETCH.get(device, FUSED_MIN_STRETCH["cpu"])
+        return "fused" if inputs.shape[0] >= min_stretch * num_stretches else "steps"
 
     # -- fused path -----------------------------------------------------------------
 

@@ -99,7 +99,7 @@ class _LSTMLayer(torch.autograd.Function):
         cells[0] = c0
         tanh_c = xproj.new_empty(T, B, H)
         out = xproj.new_empty(T, B, H)
-        w_t = w_hh.t()
+        w_t = w_hh.t().contiguous()  # (H, G*H): a row-major right operand is the faster product
         ifg, gates_g, gates_o = acts[..., : 2 * H], acts[..., 2 * H : 3 * H], acts[..., 3 * H :]
         # per-step views made once, in C++, rather than sliced in the loop
         a_t, ifg_t, g_t, o_t = acts.unbind(0), ifg.unbind(0), gates_g.unbind(0), gates_o.unbind(0)
@@ -187,7 +187,7 @@ class _GRULayer(torch.autograd.Function):
         n = xproj.new_empty(T, B, H)
         hproj = xproj.new_empty(T, B, G)  # W_hh h + b_hh, kept for the backward pass
         out = xproj.new_empty(T, B, H)
-        w_t = w_hh.t()
+        w_t = w_hh.t().contiguous()  # (H, G*H): a row-major right operand is the faster product
         x_rz, x_n = xproj[..., : 2 * H].unbind(0), xproj[..., 2 * H :].unbind(0)
         hp_t, hp_rz, hp_n = (
             hproj.unbind(0),
@@ -268,7 +268,7 @@ class _SimpleLayer(torch.autograd.Function):
         T = xproj.shape[0]
         out = xproj + b_hh  # (T, B, H): pre-activations, then h_t in place
         act = _ACTIVATIONS[kind]
-        w_t = w_hh.t()
+        w_t = w_hh.t().contiguous()  # (H, G*H): a row-major right operand is the faster product
         out_t = out.unbind(0)
         h = h0
         for t in range(T):
