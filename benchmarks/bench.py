@@ -273,8 +273,11 @@ def gemm_rate(device: str, n: int, repeats: int = 5) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def time_interleaved(runners: dict, *, windows: int, repeats: int, warmup: int, device: str):
-    """Median tokens/s and peak memory per runner, measured A B C A B C ..."""
+def time_interleaved(runners: dict, *, budget: int, repeats: int, warmup: int, device: str):
+    """Median tokens/s and peak memory per runner, measured A B C A B C ...
+
+    Each timed chunk runs whole windows until ``budget`` tokens are consumed.
+    """
     for runner in runners.values():
         for _ in range(warmup):
             runner.window()
@@ -287,7 +290,9 @@ def time_interleaved(runners: dict, *, windows: int, repeats: int, warmup: int, 
                 torch.cuda.reset_peak_memory_stats()
             sync(device)
             start = time.perf_counter()
-            tokens = sum(runner.window() for _ in range(windows))
+            tokens = 0
+            while tokens < budget:  # a token budget: random window lengths average out
+                tokens += runner.window()
             sync(device)
             rates[name].append(tokens / (time.perf_counter() - start))
             peak = (
@@ -321,7 +326,7 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
             rows.append({"config": setup.name, "method": f"tbptt {spec}", "unavailable": why})
     results = time_interleaved(
         runners,
-        windows=args.windows,
+        budget=args.windows * setup.k * setup.batch,
         repeats=args.repeats,
         warmup=args.warmup,
         device=setup.device,
@@ -344,6 +349,50 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
             }
         )
     return out + rows
+
+
+def stretch_rows(args) -> list[dict]:
+    """Time of one fused call per gate-free stretch over the step path's, for the auto choice.
+
+    A 1-layer model, B = args.batch, T = 2 K steps whose gates (a scale of 1.5, not a
+    cut) split the window into stretches of the given length; forward and backward.
+    """
+    rows = []
+    steps = 2 * args.k
+    for kind in args.kinds.split(","):
+        for hidden in (int(h) for h in args.hidden.split(",")):
+            torch.manual_seed(0)
+            cfg = ModelConfig(
+                vocab_size=28, kind=kind, hidden_size=hidden, num_layers=1, dropout=0.0
+            )
+            model = RecurrentLM(cfg).to(args.device)
+            x = torch.randint(0, 28, (steps, args.batch), device=args.device)
+            for stretch in (steps, 14, 7, 4, 3, 2):
+                gates = [1.5 if t % stretch == 0 and t > 0 else 1.0 for t in range(steps)]
+
+                def run(path, gates=gates, model=model, x=x):
+                    logits, _ = model(x, None, gates, path=path)
+                    logits.float().pow(2).mean().backward()
+
+                times = {"fused": [], "steps": []}
+                for path in times:
+                    run(path)
+                for _ in range(max(3, args.repeats)):
+                    for path in times:
+                        sync(args.device)
+                        start = time.perf_counter()
+                        run(path)
+                        sync(args.device)
+                        times[path].append(time.perf_counter() - start)
+                ratio = statistics.median(times["fused"]) / statistics.median(times["steps"])
+                rows.append(
+                    {"kind": kind, "hidden": hidden, "stretch": stretch, "fused_over_steps": ratio}
+                )
+                print(
+                    f"  stretch {kind} {hidden} {stretch}: fused/steps time {ratio:.2f}",
+                    file=sys.stderr,
+                )
+    return rows
 
 
 # -- full BPTT rows, each in its own process -------------------------------------------------
@@ -523,7 +572,9 @@ def parse_args(argv):
     p.add_argument("--layers", default="1,2")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--k", type=int, default=35)
-    p.add_argument("--windows", type=int, default=3, help="windows per timed repeat")
+    p.add_argument(
+        "--windows", type=int, default=3, help="tokens per timed repeat, in windows of K steps"
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--word", default="lstm:256:2", help="word-level config KIND:H:L, or 'none'")
@@ -533,6 +584,11 @@ def parse_args(argv):
     p.add_argument("--full-hidden", type=int, default=256)
     p.add_argument("--full-layers", type=int, default=1)
     p.add_argument("--row-timeout", type=float, default=300)
+    p.add_argument(
+        "--stretch",
+        action="store_true",
+        help="also time fused-per-stretch against the step path (tunes FUSED_MIN_STRETCH)",
+    )
     p.add_argument("--gemm-size", type=int, default=None)
     p.add_argument(
         "--out", default=None, help="JSON results (default benchmarks/results/DEVICE.json)"
@@ -578,7 +634,12 @@ def main(argv=None) -> dict:
     if args.word != "none":
         kind, hidden, layers = args.word.split(":")
         setups.append(("word", kind, int(hidden), int(layers)))
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.stretch:
+        result["stretch"] = stretch_rows(args)
     for level, kind, hidden, layers in setups:
+        out.write_text(json.dumps(result, indent=1) + "\n")  # partial results survive a timeout
         setup = make_setup(args, level, kind, hidden, layers)
         print(f"{setup.name} ...", file=sys.stderr)
         rows = throughput_rows(setup, args, gemm)
@@ -592,8 +653,6 @@ def main(argv=None) -> dict:
         result["throughput"] += rows
     result["full"] = full_rows(args) if args.full_lengths else []
     result["seconds"] = time.perf_counter() - started
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.device.split(':')[0]}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     print(f"\n{result['seconds']:.0f} s; results in {out}")
