@@ -1,6 +1,7 @@
 """The comparison runner: same start for every strategy, budgets, records, bad input."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -125,3 +126,16 @@ def test_trainer_stop_hook_ends_the_epoch_with_its_fraction():
     # 100 steps per stream: 20 windows make epoch 1, five more are a quarter of epoch 2.
     assert [r["fraction"] for r in records] == [1.0, 0.25]
     assert trainer.epoch == 2 and trainer.step == 25 and trainer.stream.position == 0
+
+
+def test_peak_memory_sees_a_transient_allocation():
+    from tbptt.train.memory import PeakMemory, release_memory, rss_bytes
+
+    if rss_bytes() is None:
+        pytest.skip("no /proc/self/statm on this system")
+    release_memory()
+    with PeakMemory(0.002) as memory:
+        block = torch.ones(25_000_000)  # 100 MB, every page touched
+        time.sleep(0.3)
+        del block
+    assert 80 <= memory.megabytes < 1000

@@ -19,22 +19,17 @@ opening of the text and each run's sample. :mod:`tbptt.report` turns these into
 figures, a table and verdicts.
 
 Peak memory. All runs share one process, whose ``ru_maxrss`` only ever grows,
-so it cannot tell runs apart. Instead a background thread samples the resident
-set size (``/proc/self/statm``, Linux) every few milliseconds while a run
-trains; ``peak_memory_mb`` is the highest sample minus the level just before
-the run (after garbage collection and returning freed heap pages to the
-system): the extra memory the run needed at its worst moment, dominated by the
-autograd graph of its longest window. NaN where ``/proc`` does not exist.
+so it cannot tell runs apart; :class:`tbptt.train.memory.PeakMemory` samples the
+resident set size while a run trains, and ``peak_memory_mb`` is the highest
+sample minus the level just before the run: the extra memory the run needed at
+its worst moment, dominated by the autograd graph of its longest window.
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import gc
+import json
 import math
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -47,6 +42,7 @@ from tbptt.data.streams import SequentialStream
 from tbptt.errors import ConfigError, DataError
 from tbptt.models.lm import ModelConfig, RecurrentLM
 from tbptt.train.generate import generate
+from tbptt.train.memory import PeakMemory, release_memory
 from tbptt.train.metrics import MetricsWriter, read_metrics
 from tbptt.train.trainer import TrainConfig, Trainer
 from tbptt.truncation import parse_strategy
@@ -186,8 +182,6 @@ def run_directory_name(strategy: str, seed: int) -> str:
 
 def load_comparison(out: str | Path) -> Comparison:
     """Read back what :func:`run_comparison` wrote into ``out`` (records from the JSON lines)."""
-    import json
-
     out = Path(out)
     path = out / "comparison.json"
     if not path.is_file():
@@ -209,65 +203,6 @@ def load_comparison(out: str | Path) -> Comparison:
         stream_steps=d["stream_steps"],
         runs=runs,
     )
-
-
-# -- peak memory ------------------------------------------------------------------------
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _release_memory() -> None:
-    # Return freed heap pages to the system so the next run's baseline is not inflated
-    # by what the previous run left in the allocator's free lists (glibc only). Tensors die
-    # by reference counting; a young-generation collection catches stray cycles cheaply
-    # (a full one costs about a second with torch loaded).
-    gc.collect(1)
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _PeakMemory:
-    """Highest resident set size seen by a sampling thread, above the level at start (MiB)."""
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self.start = _rss_bytes()
-        self.peak = self.start
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._done.wait(self.interval):
-            rss = _rss_bytes()
-            if rss is not None and rss > self.peak:
-                self.peak = rss
-
-    def __enter__(self) -> _PeakMemory:
-        if self.start is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        rss = _rss_bytes()
-        if rss is not None and self.peak is not None:
-            self.peak = max(self.peak, rss)
-
-    @property
-    def megabytes(self) -> float:
-        if self.start is None:
-            return math.nan
-        return (self.peak - self.start) / 2**20
 
 
 # -- the runner -------------------------------------------------------------------------
@@ -376,8 +311,6 @@ def run_comparison(
             )
             comparison.runs.append(run)
             if out is not None:  # rewritten after every run: a stopped comparison keeps its results
-                import json
-
                 (out / "comparison.json").write_text(
                     json.dumps(comparison.to_dict(), indent=2) + "\n"
                 )
@@ -463,9 +396,9 @@ def _one_run(
             return True
         return False
 
-    _release_memory()
+    release_memory()
     try:
-        with _PeakMemory(config.memory_interval_s) as memory:
+        with PeakMemory(config.memory_interval_s) as memory:
             start = time.perf_counter()
             trainer.fit(on_step=after_step, on_epoch=after_epoch, stop=stop)
             wall = time.perf_counter() - start
