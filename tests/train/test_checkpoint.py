@@ -207,7 +207,7 @@ def test_check_compatible_names_every_difference_in_one_line():
             ignore=("train.",),
         )
     msg = str(e.value)
-    assert "model.hidden_size is 8 in the checkpoint but 16 here" in msg
+    assert "model.hidden_size is 8 there but 16 here" in msg
     assert "model.kind is 'gru'" in msg and "\n" not in msg
 
 
