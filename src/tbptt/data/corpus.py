@@ -13,6 +13,7 @@ Any UTF-8 text file can be used instead of The Time Machine.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tempfile
@@ -85,10 +86,10 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
         return target
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.name}.", suffix=".part", dir=directory)
     except OSError as e:
-        raise DataError(f"cannot create data directory {directory}: {e.strerror}") from e
+        raise DataError(f"cannot write to data directory {directory}: {e.strerror}") from e
     log.info("downloading %s to %s", remote.url, target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.name}.", suffix=".part", dir=directory)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=30) as resp:
@@ -96,6 +97,12 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
+        have = tmp.stat().st_size
+        if remote.size and have != remote.size:
+            raise DataError(
+                f"download of {remote.url} stopped after {have} of {remote.size} bytes; "
+                f"retry, or download it yourself into {directory}"
+            )
         got = sha1_of(tmp)
         if got != remote.sha1:
             raise DataError(
@@ -103,8 +110,19 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
                 f"retry, or download it yourself into {directory}"
             )
         os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+    except DataError:
+        raise
+    except (
+        urllib.error.URLError,
+        OSError,
+        TimeoutError,
+        http.client.HTTPException,
+        ValueError,
+    ) as e:
+        # HTTPException: the connection closed early (IncompleteRead); ValueError: a bad URL.
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or type(e).__name__
+        if isinstance(e, http.client.IncompleteRead):
+            reason = f"connection closed after {len(e.partial)} bytes"
         raise DataError(
             f"cannot download {remote.url} ({reason}); without internet, copy {remote.name} "
             f"into {directory} (or set TBPTT_DATA_DIR, or pass --data FILE)"
