@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import math
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
+from tbptt.data.documents import prepare_documents, read_documents
 from tbptt.errors import CheckpointError, ConfigError
 from tbptt.models import KINDS, ModelConfig, RecurrentLM
 from tbptt.report import plot_training
@@ -36,13 +38,20 @@ from tbptt.train.checkpoint import (
 from tbptt.truncation import parse_strategy
 
 STRATEGY_HELP = """\
-strategy spec: full | full:N | regular:K | randomized:K[,alpha=A]
+strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 | variable:K
+               (full and full:N take ",checkpoint" or ",checkpoint=S": full:checkpoint)
   full              exact BPTT over each column's whole stream, one step per epoch
   full:N            exact BPTT over independent N-step sequences (fresh state each)
+  full:checkpoint   the same gradient with activation checkpointing over sqrt(T)-step
+                    segments (memory O(sqrt T), one extra forward); checkpoint=S: S steps
   regular:K         detach the state every K steps, one step per window
   randomized:K      unbiased randomized truncation, mean window K (cut prob. 1/K,
                     surviving edges' gradients scaled by 1/(1 - 1/K))
   randomized:K,alpha=A   Tallec & Ollivier's polynomial schedule (A > 2, e.g. 4)
+  k1k2:K1,K2        TBPTT(k1, k2): a step every K1 steps; the losses of those K1 steps
+                    backpropagate to K2 steps before the window's end (K1 <= K2)
+  variable:K        AWD-LSTM variable length: base K (p 0.95) or K/2, length
+                    max(5, int(N(base, 5))), learning rate times length / K
 """
 
 
@@ -81,6 +90,18 @@ def train_parser(sub) -> None:
         help="tail held out for validation (default: 0.1)",
     )
     g.add_argument(
+        "--documents",
+        metavar="PATH",
+        help="train on documents: a directory of text files (one document each), or one "
+        "file cut at --separator; each stream resets its state where its documents start",
+    )
+    g.add_argument(
+        "--separator",
+        metavar="SEP",
+        help="string that ends each document in --documents FILE (or --data FILE); "
+        "escapes such as \\n are decoded, e.g. --separator '\\n\\n\\n'",
+    )
+    g.add_argument(
         "--sampling",
         choices=("sequential", "random"),
         default=t.sampling,
@@ -106,6 +127,20 @@ def train_parser(sub) -> None:
         help=f"0 = one-hot inputs (default: {d.embedding_size})",
     )
     g.add_argument("--dropout", type=float, default=d.dropout, help=f"(default: {d.dropout})")
+    g.add_argument(
+        "--zoneout",
+        type=float,
+        default=d.zoneout,
+        metavar="Z",
+        help="zoneout rate of the hidden state (Krueger et al. 2016; default: 0 = off)",
+    )
+    g.add_argument(
+        "--zoneout-cell",
+        type=float,
+        default=None,
+        metavar="Z",
+        help="LSTM cell-state zoneout rate (default: the same as --zoneout)",
+    )
     g = p.add_argument_group("training")
     g.add_argument(
         "--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})"
@@ -212,10 +247,7 @@ def train_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    text, path = load_corpus(args.data)
-    data = prepare_text(
-        text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
-    )
+    data, path = _load_data(args)
     torch.manual_seed(args.seed)
     model_config = ModelConfig(
         vocab_size=len(data.vocab),
@@ -224,6 +256,8 @@ def train_command(args) -> int:
         num_layers=args.num_layers,
         embedding_size=args.embedding_size,
         dropout=args.dropout,
+        zoneout=args.zoneout,
+        zoneout_cell=args.zoneout_cell,
     )
     model = RecurrentLM(model_config)
 
@@ -241,6 +275,7 @@ def train_command(args) -> int:
             "vocab_size": len(data.vocab),
             "train_tokens": len(data.train),
             "valid_tokens": len(data.valid),
+            "documents": getattr(data, "documents", None),
         },
         "model": model_config.to_dict(),
         "train": config.to_dict(),
@@ -254,7 +289,14 @@ def train_command(args) -> int:
         metrics.records = read_metrics(out / "metrics.jsonl")
     else:
         metrics = MetricsWriter(out / "metrics.jsonl")
-    trainer = Trainer(model, data.train, data.valid, config, metrics=metrics)
+    trainer = Trainer(
+        model,
+        data.train,
+        data.valid,
+        config,
+        metrics=metrics,
+        train_starts=getattr(data, "train_starts", None),
+    )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])
         print(
@@ -560,3 +602,23 @@ class _StopRequest:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _load_data(args):
+    """(TextData or DocumentData, path) from --data / --documents / --separator."""
+    source = args.documents or (args.data if args.separator else None)
+    if source is None:
+        text, path = load_corpus(args.data)
+        data = prepare_text(
+            text,
+            level=args.tokens,
+            normalization=args.normalize,
+            valid_fraction=args.valid_fraction,
+        )
+        return data, path
+    separator = codecs.decode(args.separator, "unicode_escape") if args.separator else None
+    documents = read_documents(source, separator=separator)
+    data = prepare_documents(
+        documents, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
+    )
+    return data, Path(source)

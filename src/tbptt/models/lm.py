@@ -16,6 +16,7 @@ from torch import nn
 from tbptt.errors import ConfigError
 from tbptt.models.gating import State
 from tbptt.models.recurrent import KINDS, Recurrent
+from tbptt.models.zoneout import check_rates, zoneout_forward
 
 __all__ = ["ModelConfig", "RecurrentLM"]
 
@@ -25,6 +26,9 @@ class ModelConfig:
     """Everything needed to rebuild a :class:`RecurrentLM` (saved with checkpoints).
 
     ``embedding_size = 0`` feeds one-hot vectors, as the lecture does.
+    ``zoneout`` > 0 (or ``zoneout_cell`` > 0) runs the recurrent stack with
+    zoneout (:mod:`tbptt.models.zoneout`): z_h = ``zoneout``, z_c =
+    ``zoneout_cell`` (None: the same as ``zoneout``; LSTM only).
     """
 
     vocab_size: int
@@ -33,6 +37,8 @@ class ModelConfig:
     num_layers: int = 2
     embedding_size: int = 64
     dropout: float = 0.1
+    zoneout: float = 0.0
+    zoneout_cell: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +63,8 @@ class RecurrentLM(nn.Module):
             raise ConfigError(
                 f"embedding size must be >= 0 (0 = one-hot), got {config.embedding_size}"
             )
+        cell_rate = config.zoneout if config.zoneout_cell is None else config.zoneout_cell
+        check_rates(config.zoneout, cell_rate)
         self.config = config
         input_size = config.embedding_size or config.vocab_size
         self.embedding = (
@@ -92,7 +100,18 @@ class RecurrentLM(nn.Module):
         resets: torch.Tensor | None = None,
         path: str = "auto",
     ) -> tuple[torch.Tensor, State]:
-        outputs, state = self.recurrent(
-            self.embed(inputs), state, gates, resets=resets, path=path
-        )  # (T, B, H)
+        if self.config.zoneout > 0 or (self.config.zoneout_cell or 0) > 0:
+            outputs, state = zoneout_forward(
+                self.recurrent,
+                self.embed(inputs),
+                state,
+                gates,
+                resets=resets,
+                hidden_rate=self.config.zoneout,
+                cell_rate=self.config.zoneout_cell,
+            )  # (T, B, H)
+        else:
+            outputs, state = self.recurrent(
+                self.embed(inputs), state, gates, resets=resets, path=path
+            )  # (T, B, H)
         return self.head(self.drop(outputs)), state  # (T, B, V)
