@@ -283,3 +283,33 @@ def test_checkpointed_memory_grows_sublinearly():
     assert ckpt[2] / ckpt[1] < 2.5
     assert ckpt[2] / ckpt[0] < 0.5 * plain[2] / plain[0]
     assert ckpt[2] < plain[2] / 5
+
+
+def test_variable_window_sgd_step_weighs_every_token_like_the_other_strategies():
+    """AWD-LSTM's rule (mean over the window's own length, learning rate times length / K)
+    takes the same SGD step as the sum over tokens divided by B * K."""
+    from tbptt.train import TrainConfig, Trainer
+    from tbptt.truncation import Window
+
+    tokens = torch.randint(0, 7, (60,), generator=torch.Generator().manual_seed(0))
+    inputs, targets = tokens[:50].view(2, 25).t()[:5], tokens[1:51].view(2, 25).t()[:5]
+    updates = []
+    for spec, window in [
+        ("variable:10", Window(5, lr_scale=0.5, loss_length=5)),
+        ("regular:10", Window(5)),
+    ]:
+        model = tiny_lm("gru")
+        before = [p.detach().clone() for p in model.parameters()]
+        config = TrainConfig(
+            strategy=spec, batch_size=2, optimizer="sgd", lr=0.3, lr_schedule="constant", clip=0
+        )
+        trainer = Trainer(model, tokens, tokens[:0], config)
+        record = trainer.train_step(inputs, targets, window, True)
+        assert record["lr"] == pytest.approx(0.3 * window.lr_scale)
+        updates.append([b - p.detach() for b, p in zip(before, model.parameters())])
+    model = tiny_lm("gru")
+    logits, _ = model(inputs)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum") / (2 * 10)
+    expected = [0.3 * g for g in torch.autograd.grad(loss, list(model.parameters()))]
+    _assert_all_close(updates[0], expected, atol=1e-12)
+    _assert_all_close(updates[1], expected, atol=1e-12)

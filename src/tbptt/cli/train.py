@@ -141,6 +141,14 @@ def train_parser(sub) -> None:
         metavar="Z",
         help="LSTM cell-state zoneout rate (default: the same as --zoneout)",
     )
+    g.add_argument(
+        "--spectral-norm",
+        type=float,
+        default=d.spectral_norm,
+        metavar="C",
+        help="bound the spectral norm of every recurrent block by C, exactly at every step "
+        "(e.g. 1.0; default: 0 = off)",
+    )
     g = p.add_argument_group("training")
     g.add_argument(
         "--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})"
@@ -256,6 +264,7 @@ def train_command(args) -> int:
         num_layers=args.num_layers,
         embedding_size=args.embedding_size,
         dropout=args.dropout,
+        spectral_norm=args.spectral_norm,
         zoneout=args.zoneout,
         zoneout_cell=args.zoneout_cell,
     )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tbptt.errors import ConfigError
+from tbptt.models.constraints import constrain_spectral_norm
 from tbptt.models.gating import State
 from tbptt.models.recurrent import KINDS, Recurrent
 from tbptt.models.zoneout import check_rates, zoneout_forward
@@ -79,6 +80,8 @@ class RecurrentLM(nn.Module):
             num_layers=config.num_layers,
             dropout=config.dropout,
         )
+        if config.spectral_norm:
+            constrain_spectral_norm(self.recurrent, config.spectral_norm)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self.drop = nn.Dropout(config.dropout)
 
