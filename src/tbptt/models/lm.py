@@ -40,6 +40,8 @@ class ModelConfig:
     dropout: float = 0.1
     zoneout: float = 0.0
     zoneout_cell: float | None = None
+    # > 0: bound the spectral norm of every recurrent block (tbptt.models.constraints)
+    spectral_norm: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
