@@ -138,7 +138,9 @@ def test_regular_never_keeps_graph_behind_a_detach(kind):
         )  # no detach: the graph grows
         leaky.append(_graph_size(loss2))
     assert len(set(sizes[1:])) == 1, sizes
-    assert leaky[-1] > 3 * leaky[1]
+    # without the detach every window's graph holds all earlier windows: it grows each time
+    assert all(b > a for a, b in zip(leaky, leaky[1:])), leaky
+    assert leaky[-1] > 2 * sizes[-1]
     carried = state if isinstance(state, tuple) else (state,)
     assert all(s.grad_fn is not None for s in carried)
     assert all(s.grad_fn is None and not s.requires_grad for s in detach_state(carried))
