@@ -19,7 +19,7 @@ def tiny_text(n_words: int = 250) -> str:
     return " ".join(WORDS[i] for i in idx)
 
 
-def tiny_comparison(out, *, seeds=(0, 1), strategies=STRATEGIES, **budget):
+def tiny_comparison(out, *, seeds=(0, 1), strategies=STRATEGIES, eval_seconds=None, **budget):
     data = prepare_text(tiny_text(), level="char")
     model = ModelConfig(
         vocab_size=len(data.vocab), kind="gru", hidden_size=4, num_layers=1, embedding_size=3
@@ -30,6 +30,7 @@ def tiny_comparison(out, *, seeds=(0, 1), strategies=STRATEGIES, **budget):
         seeds=seeds,
         sample_length=12,
         evals_per_epoch=2,
+        eval_seconds=eval_seconds,
         **(budget or {"budget_tokens": 400}),
     )
     return run_comparison(data, config, model=model, train=train, out=out)

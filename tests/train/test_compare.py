@@ -65,7 +65,10 @@ def test_epoch_budget_and_evaluations_inside_epochs():
         assert [r["fraction"] for r in epochs] == [1.0, 1.0]
         assert run.run_record["stop"] == "epochs"
         evals = [r for r in run.records if r["event"] == "eval"]
+        assert evals[0]["epochs_done"] == 0 and evals[0]["train_seconds"] == 0  # the start
+        assert evals[0]["val_ppl"] == c.runs[0].records[0]["val_ppl"]  # the same for all
         # Two evaluations per epoch: one halfway (not for full: one window per epoch), one at the end.
+        evals = evals[1:]
         assert len(evals) == (0 if run.strategy == "full" else 2)
         for e in evals:
             assert e["epochs_done"] % 1 >= 0.5 and e["train_seconds"] > 0
@@ -139,3 +142,12 @@ def test_peak_memory_sees_a_transient_allocation():
         time.sleep(0.3)
         del block
     assert 80 <= memory.megabytes < 1000
+
+
+def test_evaluations_every_few_training_seconds():
+    c = tiny_comparison(
+        None, seeds=(0,), strategies=("regular:6",), budget_tokens=200, eval_seconds=1e-9
+    )
+    evals = [r for r in c.runs[0].records if r["event"] == "eval"]
+    steps = [r for r in c.runs[0].records if r["event"] == "step"]
+    assert len(evals) == len(steps)  # the start, then after every window but the last

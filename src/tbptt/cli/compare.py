@@ -86,7 +86,18 @@ def compare_parser(sub) -> None:
         default="skip",
         help="skip (default): count NaN/inf steps and go on; stop: end the comparison",
     )
-    g.add_argument("--evals-per-epoch", type=int, default=CompareConfig.evals_per_epoch)
+    g.add_argument(
+        "--evals-per-epoch",
+        type=int,
+        default=CompareConfig.evals_per_epoch,
+        help="validation points per epoch (default: %(default)s)",
+    )
+    g.add_argument(
+        "--eval-seconds",
+        type=float,
+        metavar="S",
+        help="also validate every S training seconds (default: a fifth of --budget-seconds)",
+    )
     g.add_argument("--device", default=t.device)
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("output")
@@ -112,6 +123,7 @@ def compare_command(args) -> int:
         sample_length=args.sample_length,
         temperature=args.temperature,
         evals_per_epoch=args.evals_per_epoch,
+        eval_seconds=args.eval_seconds or (seconds / 5 if seconds else None),
     )
     config.check()
     _check_device(args.device)

@@ -40,7 +40,7 @@ class ReportPaths:
 FIGURES = (
     ("cuts", "How the strategies cut the text"),
     ("validation", "Validation perplexity"),
-    ("gap", "Train − validation gap (the regularization claim)"),
+    ("gap", "Generalization gap: validation − training loss (the regularization claim)"),
     ("grad_norms", "Gradient norms (the stability claim)"),
 )
 

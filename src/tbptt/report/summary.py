@@ -150,12 +150,21 @@ def epoch_curve(records: list[dict]) -> dict[str, list[float]]:
 
 
 def time_to_reach(records: list[dict], target: float) -> float:
-    """Training seconds until the validation perplexity first reached ``target`` (NaN: never)."""
+    """Training seconds until the validation perplexity first reached ``target`` (NaN: never).
+
+    Only points after training began count (the comparison also evaluates the start).
+    """
     curve = val_curve(records)
-    for seconds, ppl in zip(curve["seconds"], curve["val_ppl"]):
-        if ppl <= target:
+    for epochs, seconds, ppl in zip(curve["epochs"], curve["seconds"], curve["val_ppl"]):
+        if epochs > 0 and ppl <= target:  # the point before training is no achievement
             return seconds
     return math.nan
+
+
+def first_trained_evaluation(records: list[dict]) -> float:
+    """Training seconds of the first validation point after training began (NaN: none)."""
+    curve = val_curve(records)
+    return next((s for e, s in zip(curve["epochs"], curve["seconds"]) if e > 0), math.nan)
 
 
 COLUMNS = (
@@ -262,7 +271,7 @@ def _speed(comparison, rows, full, regular) -> Verdict:
         if not math.isnan(t_reg):
             reached += 1
             speedups.append(_ratio(t_full, t_reg))
-            at_first += t_reg == val_curve(r_run.records)["seconds"][0]
+            at_first += t_reg == first_trained_evaluation(r_run.records)
     speedup = Stat.of(speedups)
     text = (
         f"{regular} processed {_times(throughput)} the tokens per second of {full} "

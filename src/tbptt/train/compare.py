@@ -68,9 +68,10 @@ class CompareConfig:
     At least one budget must be set; a run stops at the first one reached.
     ``budget_seconds`` counts training seconds (the trainer's time in its windows:
     forward, backward, optimizer step), not evaluation, so every strategy gets the
-    same compute whatever its evaluation costs. ``evals_per_epoch``: validation
-    points per epoch (at equal shares of the stream; strategies that step once per
-    epoch, such as ``full``, are evaluated at epoch ends only).
+    same compute whatever its evaluation costs. Validation is measured before
+    training, at every epoch end, at each 1/``evals_per_epoch`` of the stream, and
+    (if set) every ``eval_seconds`` training seconds; strategies that step once per
+    epoch, such as ``full``, only get the first and the epoch ends.
     """
 
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -82,6 +83,7 @@ class CompareConfig:
     sample_length: int = 100
     temperature: float = 0.7
     evals_per_epoch: int = 4
+    eval_seconds: float | None = None
     memory_interval_s: float = 0.005
 
     def check(self) -> None:
@@ -109,6 +111,8 @@ class CompareConfig:
             problems.append(f"token budget must be >= 1, got {self.budget_tokens}")
         if self.evals_per_epoch < 1:
             problems.append(f"evaluations per epoch must be >= 1, got {self.evals_per_epoch}")
+        if self.eval_seconds is not None and not self.eval_seconds > 0:
+            problems.append(f"seconds between evaluations must be > 0, got {self.eval_seconds}")
         if self.sample_length < 0:
             problems.append(f"sample length must be >= 0, got {self.sample_length}")
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
@@ -347,7 +351,7 @@ def _one_run(
         on_run_start(info)
 
     steps = trainer.stream.steps
-    done = {"tokens": 0, "seconds": 0.0, "epochs": 0.0, "next_eval": 1}
+    done = {"tokens": 0, "seconds": 0.0, "epochs": 0.0, "next_eval": 1, "last_eval": 0.0}
     reason = ["epochs"]
 
     def training_seconds() -> float:
@@ -355,30 +359,39 @@ def _one_run(
         # the windows: planning, forward, backward, step; never evaluation or callbacks).
         return done["seconds"] + trainer._epoch_seconds
 
+    def evaluate(epochs_done: float) -> None:
+        val_loss, val_ppl = trainer.evaluate()
+        done["last_eval"] = training_seconds()
+        metrics.write(
+            {
+                "event": "eval",
+                "epoch": trainer.epoch + 1,
+                "step": trainer.step,
+                "epochs_done": epochs_done,
+                "train_seconds": done["last_eval"],
+                "val_loss": val_loss,
+                "val_ppl": val_ppl,
+            }
+        )
+
     def after_step(record: dict) -> None:
         done["tokens"] += record["tokens"]
         if on_step is not None:
             on_step({**record, "train_seconds": training_seconds()})
-        # Validation inside the epoch, at each 1/evals_per_epoch of the stream, so the time
-        # axis of the curves has points between epochs (the epoch end evaluates anyway).
+        if trainer.valid_inputs is None or trainer.stream.remaining() == 0 or stop():
+            return  # the epoch end (a complete one, or one ended by the budget) evaluates
+        # Validation inside the epoch, at each 1/evals_per_epoch of the stream and every
+        # eval_seconds of training, so the curves have points between epochs.
         fraction = trainer.stream.position / steps
-        k = done["next_eval"]
-        if trainer.valid_inputs is not None and k < config.evals_per_epoch:
-            if fraction >= k / config.evals_per_epoch and trainer.stream.remaining() > 0:
-                while done["next_eval"] / config.evals_per_epoch <= fraction:
-                    done["next_eval"] += 1
-                val_loss, val_ppl = trainer.evaluate()
-                metrics.write(
-                    {
-                        "event": "eval",
-                        "epoch": trainer.epoch + 1,
-                        "step": trainer.step,
-                        "epochs_done": done["epochs"] + fraction,
-                        "train_seconds": training_seconds(),
-                        "val_loss": val_loss,
-                        "val_ppl": val_ppl,
-                    }
-                )
+        due = done["next_eval"] < config.evals_per_epoch and (
+            fraction >= done["next_eval"] / config.evals_per_epoch
+        )
+        if config.eval_seconds is not None:
+            due |= training_seconds() - done["last_eval"] >= config.eval_seconds
+        if due:
+            while done["next_eval"] / config.evals_per_epoch <= fraction:
+                done["next_eval"] += 1
+            evaluate(done["epochs"] + fraction)
 
     def after_epoch(record: dict) -> None:
         done["seconds"] += record["seconds"]
@@ -400,6 +413,8 @@ def _one_run(
     try:
         with PeakMemory(config.memory_interval_s) as memory:
             start = time.perf_counter()
+            if trainer.valid_inputs is not None:
+                evaluate(0.0)  # the shared starting point of every strategy's curve
             trainer.fit(on_step=after_step, on_epoch=after_epoch, stop=stop)
             wall = time.perf_counter() - start
         sample = _sample(trainer.model, data, config, seed)
