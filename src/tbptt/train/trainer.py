@@ -175,7 +175,7 @@ class Trainer:
         else:
             self.stream = SequentialStream(train_tokens, config.batch_size)
         need = self.strategy.reference_length(self.stream.steps)
-        if self.stream.steps < need:
+        if self.stream.steps < max(1, need):  # an epoch of no window would train nothing
             have = len(train_tokens)
             raise DataError(
                 f"the training text has {have} tokens: {config.batch_size} streams of "
