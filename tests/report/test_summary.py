@@ -147,6 +147,9 @@ def test_stability_verdict_follows_clipping_and_norms():
     calm = [(0.4, False, False)] * 10
     assert stability_case(wild, calm).outcome == "supported"
     assert stability_case(calm, wild).outcome == "not supported"
+    few = [(0.3, False, False)] * 3
+    assert stability_case(few, calm).outcome == "inconclusive"  # 3 full steps, all finite
+    assert stability_case(few + wild, calm).outcome == "supported"  # a NaN decides it
     v = stability_case(wild, calm)
     assert "50.0% of full" in v.text and "0.0% of regular" in v.text  # 2 of 4, 0 of 10
 

@@ -202,7 +202,7 @@ class Verdict:
     """One lecture claim, the outcome the numbers give, and the sentence that says why."""
 
     claim: str
-    outcome: str  # "supported", "partly supported", "not supported", "not evaluated"
+    outcome: str  # supported, partly supported, not supported, inconclusive, not evaluated
     text: str
 
 
@@ -226,6 +226,7 @@ def _times(x: float) -> str:
 
 SPEEDUP = 2.0  # "much faster": at least this ratio of time to the same validation perplexity
 NORM_RATIO = 1.2  # a 90th-percentile gradient norm this much larger counts as less stable
+MIN_STEPS = 10  # fewer optimizer steps than this (and nothing non-finite): stability undecided
 SAME_PPL = 0.02  # one seed: relative difference in validation perplexity treated as no difference
 
 
@@ -327,8 +328,15 @@ def _stability(rows, full, regular) -> Verdict:
         f"{f['grad_norm_max'].mean:.3g}, {regular} {r['grad_norm_median'].mean:.3g} / "
         f"{r['grad_norm_p90'].mean:.3g} / {r['grad_norm_max'].mean:.3g}."
     )
-    if f["steps"].mean < 10:
-        text += f" ({full} took few steps: its distribution rests on little data.)"
+    if min(f["steps"].mean, r["steps"].mean) < MIN_STEPS and not (
+        f["nonfinite"].mean or r["nonfinite"].mean
+    ):
+        fewer = full if f["steps"].mean <= r["steps"].mean else regular
+        text += (
+            f" {fewer} took fewer than {MIN_STEPS} steps and no step was non-finite: too "
+            "little to judge stability (a longer budget gives more steps)."
+        )
+        return Verdict(claim, "inconclusive", text)
     if sum(signs) >= 2:
         outcome = "supported"
     elif sum(signs) == 1 and not any(calmer):
