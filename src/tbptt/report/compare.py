@@ -73,7 +73,7 @@ def _setup_lines(comparison) -> list[str]:
     c, m, t, d = comparison.config, comparison.model, comparison.train, comparison.data
     budget = [
         f"{c.budget_epochs} epochs" if c.budget_epochs else None,
-        f"{c.budget_seconds:g} s wall clock" if c.budget_seconds else None,
+        f"{c.budget_seconds:g} training seconds" if c.budget_seconds else None,
         f"{c.budget_tokens:,} tokens" if c.budget_tokens else None,
     ]
     return [
@@ -83,7 +83,8 @@ def _setup_lines(comparison) -> list[str]:
         f"dropout {m.dropout:g}; the same initial weights for every strategy of a seed.",
         f"Training: {t.optimizer} lr {t.lr:g}, batch {t.batch_size} streams, clip {t.clip:g}, "
         f"{t.sampling} sampling, non-finite steps: {t.nonfinite}.",
-        f"Budget per run: {' or '.join(b for b in budget if b)} (whichever comes first); "
+        f"Budget per run: {' or '.join(b for b in budget if b)}"
+        f"{' (whichever comes first)' if sum(map(bool, budget)) > 1 else ''}; "
         f"seeds {', '.join(str(s) for s in c.seeds)}.",
     ]
 
