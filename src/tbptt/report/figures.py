@@ -243,7 +243,7 @@ def plot_grad_norms(comparison, path: str | Path) -> Path:
             and float(r["grad_norm"]) > 0
         ]
         data.append(norms or [math.nan])
-        labels.append(f"{spec}\n{len(norms):,} steps")
+        labels.append(f"{spec}\n{len(norms):,} step{'' if len(norms) == 1 else 's'}")
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(data)), 4.6))
     parts = ax.boxplot(data, whis=(5, 95), patch_artist=True, widths=0.5)
     ax.set_xticks(range(1, len(labels) + 1), labels)
