@@ -1,0 +1,33 @@
+"""The "your own module" example of docs/strategies.md (and of the README, once it holds it) runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "from tbptt.models.custom import CustomLM"
+
+
+def _examples(path: Path) -> list[str]:
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    return [b for b in blocks if MARKER in b]
+
+
+def test_the_docs_hold_the_example():
+    assert len(_examples(ROOT / "docs" / "strategies.md")) == 1
+
+
+@pytest.mark.parametrize("document", ["docs/strategies.md", "README.md"])
+def test_the_custom_module_example_runs(document, time_machine, tmp_path, capsys):
+    examples = _examples(ROOT / document)
+    if not examples:
+        pytest.skip(f"{document} has no custom-module example yet")
+    (code,) = examples
+    assert len(code.strip().splitlines()) <= 25
+    small = tmp_path / "slice.txt"  # the example as written, on a slice so the test stays fast
+    small.write_text(time_machine.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    assert "path/to/timemachine.txt" in code
+    exec(compile(code.replace("path/to/timemachine.txt", str(small)), document, "exec"), {})
+    val_ppl = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 1.0 < val_ppl < 40.0
