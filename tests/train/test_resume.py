@@ -521,3 +521,47 @@ def test_resume_refuses_other_runs_with_one_line(text, tmp_path):
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["event"] == "step"]
     assert steps == list(range(1, len(steps) + 1))
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+
+
+# -- CUDA (skipped without a GPU) --------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_generators_are_saved_and_restored(tmp_path):
+    from tbptt.train.checkpoint import capture_rng, restore_rng
+
+    torch.cuda.manual_seed_all(5)
+    state = load_checkpoint(save_checkpoint({"rng": capture_rng()}, tmp_path / "r.pt"))["rng"]
+    assert len(state["cuda"]) == torch.cuda.device_count()
+    expected = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed_all(6)
+    restore_rng(state)
+    assert torch.equal(torch.rand(4, device="cuda"), expected)
+
+
+@cuda
+@pytest.mark.parametrize("strategy", ["regular:5", "randomized:5", "k1k2:3,7"])
+def test_trainer_resumes_bitwise_on_cuda(strategy, tmp_path):
+    """Dropout draws from the CUDA generator; kernels are deterministic when asked to be
+    (run with CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment)."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        reference = make_trainer(strategy, device="cuda")
+        reference.fit()
+        stop = random.Random(strategy).randrange(1, reference.step)
+        first = make_trainer(strategy, device="cuda")
+        with pytest.raises(_Halt):
+            first.fit(on_step=stop_at(stop))
+        state = through_a_file(first.state_dict(), tmp_path)
+        torch.cuda.manual_seed_all(999)
+        second = make_trainer(strategy, device="cuda")
+        second.load_state_dict(state)
+        second.fit()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for (name, p), q in zip(reference.model.named_parameters(), second.model.parameters()):
+        assert p.is_cuda and torch.equal(p, q), f"{name} differs after resuming at step {stop}"
+    lines = comparable(first.metrics.records) + comparable(second.metrics.records)
+    assert lines == comparable(reference.metrics.records)

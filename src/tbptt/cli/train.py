@@ -395,6 +395,19 @@ def train_command(args) -> int:
             file=sys.stderr,
         )
         return 128 + e.signum
+    except KeyboardInterrupt:  # a second signal: abort now, mid-window, without a checkpoint
+        bar.close()
+        last = checkpointer.last_path
+        print(
+            f"tbptt train: aborted at epoch {trainer.epoch + 1}, step {trainer.step}; "
+            + (
+                f"the last checkpoint is {last}; continue with: tbptt train --resume {out}"
+                if last
+                else "no checkpoint was written"
+            ),
+            file=sys.stderr,
+        )
+        return 130
     finally:
         bar.close()
         metrics.close()
