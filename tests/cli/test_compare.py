@@ -79,3 +79,24 @@ def test_missing_data_file_is_one_line(tmp_path, capsys):
     argv = ["compare", "--data", str(tmp_path / "nope.txt"), "--budget-epochs", "1", *TINY]
     assert main(argv) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_interrupt_reports_the_finished_runs(text_file, tmp_path, capsys, monkeypatch):
+    import tbptt.cli.compare as cli
+
+    real = cli.run_comparison
+
+    def interrupted_after_first_run(*args, on_run_end, **kwargs):
+        def end(run):
+            on_run_end(run)
+            raise KeyboardInterrupt  # as Ctrl-C would, between runs
+
+        return real(*args, on_run_end=end, **kwargs)
+
+    monkeypatch.setattr(cli, "run_comparison", interrupted_after_first_run)
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", str(text_file), "--budget-tokens", "30", "--out", str(out)]
+    assert main([*argv, "--strategies", "regular:6", "randomized:6", *TINY]) == 130
+    assert "1 finished run(s)" in capsys.readouterr().err
+    assert "regular:6" in (out / "report.md").read_text()
+    assert "randomized:6" not in (out / "report.md").read_text()

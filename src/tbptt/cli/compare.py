@@ -16,7 +16,12 @@ from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
 from tbptt.models import KINDS, ModelConfig
 from tbptt.report import run_summary, table_rows, verdicts, write_report
 from tbptt.train import OPTIMIZERS, TrainConfig
-from tbptt.train.compare import DEFAULT_STRATEGIES, CompareConfig, run_comparison
+from tbptt.train.compare import (
+    DEFAULT_STRATEGIES,
+    CompareConfig,
+    load_comparison,
+    run_comparison,
+)
 from tbptt.truncation import parse_strategy
 
 DEFAULT_SECONDS = 60.0
@@ -248,6 +253,19 @@ def compare_command(args) -> int:
             on_epoch=on_epoch,
             on_run_end=on_run_end,
         )
+    except KeyboardInterrupt:
+        if bar[0] is not None:
+            bar[0].close()
+        # comparison.json is rewritten after every finished run: report those.
+        done = load_comparison(out).runs if (out / "comparison.json").is_file() else []
+        if done:
+            write_report(load_comparison(out), out)
+        print(
+            f"tbptt compare: interrupted; {len(done)} finished run(s)"
+            + (f", reported in {out / 'report.md'}" if done else ""),
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if bar[0] is not None:
             bar[0].close()

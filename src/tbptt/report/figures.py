@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from tbptt.report.summary import epoch_curve, val_curve  # noqa: E402
+from tbptt.report.summary import epoch_curve, trained_strategies, val_curve  # noqa: E402
 from tbptt.truncation import Window, parse_strategy  # noqa: E402
 
 __all__ = [
@@ -233,7 +233,8 @@ def plot_grad_norms(comparison, path: str | Path) -> Path:
     path = Path(path)
     colors = strategy_colors(comparison.strategies)
     data, labels = [], []
-    for spec in comparison.strategies:
+    strategies = trained_strategies(comparison)
+    for spec in strategies:
         norms = [
             float(r["grad_norm"])
             for run in comparison.runs_of(spec)
@@ -247,7 +248,7 @@ def plot_grad_norms(comparison, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(data)), 4.6))
     parts = ax.boxplot(data, whis=(5, 95), patch_artist=True, widths=0.5)
     ax.set_xticks(range(1, len(labels) + 1), labels)
-    for patch, spec in zip(parts["boxes"], comparison.strategies):
+    for patch, spec in zip(parts["boxes"], strategies):
         patch.set_facecolor(colors[spec])
         patch.set_alpha(0.5)
     rng = np.random.default_rng(0)  # horizontal jitter of the points only

@@ -181,10 +181,15 @@ COLUMNS = (
 )
 
 
+def trained_strategies(comparison) -> list[str]:
+    """The strategies with at least one finished run (an interrupted comparison has fewer)."""
+    return [spec for spec in comparison.strategies if comparison.runs_of(spec)]
+
+
 def strategy_rows(comparison) -> list[dict]:
     """One row per strategy: ``{"strategy", "seeds", key: Stat}`` for every summary number."""
     rows = []
-    for spec in comparison.strategies:
+    for spec in trained_strategies(comparison):
         summaries = [run_summary(r.records) for r in comparison.runs_of(spec)]
         row = {"strategy": spec, "seeds": len(summaries)}
         for key in summaries[0] if summaries else ():
@@ -210,7 +215,7 @@ def _first(comparison, kind: str) -> str | None:
     from tbptt.truncation import FullBPTT, RandomizedTruncation, RegularTruncation, parse_strategy
 
     cls = {"full": FullBPTT, "regular": RegularTruncation, "randomized": RandomizedTruncation}[kind]
-    for spec in comparison.strategies:
+    for spec in trained_strategies(comparison):
         if type(parse_strategy(spec)) is cls:
             return spec
     return None
