@@ -30,6 +30,7 @@ from tbptt.train import (
     unigram_perplexity,
 )
 from tbptt.train.checkpoint import (
+    LATEST,
     Checkpointer,
     check_compatible,
     latest_checkpoint,
@@ -397,7 +398,7 @@ def train_command(args) -> int:
         return 128 + e.signum
     except KeyboardInterrupt:  # a second signal: abort now, mid-window, without a checkpoint
         bar.close()
-        last = checkpointer.last_path
+        last = checkpointer.last_path or (out / LATEST if (out / LATEST).is_file() else None)
         print(
             f"tbptt train: aborted at epoch {trainer.epoch + 1}, step {trainer.step}; "
             + (
