@@ -1,0 +1,142 @@
+"""How good is a strategy's gradient: bias and variance against the exact gradient.
+
+On fixed weights and one batch of windows, inputs and targets (T, B):
+
+- the exact gradient g of the mean token loss, every gate 1 (``full``);
+- each strategy's estimate, from :func:`tbptt.train.sequence_gradient`: the
+  sum of its windows' gradients, state carried (detached) between windows,
+  as training would see it at these weights. A deterministic strategy
+  (``regular:K``) gives one estimate; a random one (``randomized:K``) gives
+  one per draw of its cuts, ``draws`` of them.
+
+With estimates g_1 .. g_n and their mean m (all flattened over every parameter)::
+
+    cosine         = <m, g> / (|m| |g|)
+    relative bias  = |m - g| / |g|
+    variance       = 1/(n-1) sum_i |g_i - m|^2             (trace of the covariance)
+    relative MSE   = 1/n sum_i |g_i - g|^2 / |g|^2         (= bias^2 + variance, per draw)
+    noise floor    = sqrt(variance / n) / |g|
+
+For an unbiased estimator the measured relative bias of the mean is only
+Monte-Carlo noise, about the noise floor; a biased one sits above it no matter
+how many draws. ``cosine_per_draw`` (mean and spread over draws) says how well
+a *single* step's gradient points, which is what one optimizer step uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tbptt.models.gating import State
+from tbptt.train import sequence_gradient
+from tbptt.truncation import FullBPTT, Strategy, parse_strategy
+
+__all__ = ["flat_gradient", "exact_gradient", "estimator_quality", "compare_estimates"]
+
+
+def flat_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One (P,) vector from per-parameter gradients."""
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def exact_gradient(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, state: State | None = None
+) -> torch.Tensor:
+    """(P,) the exact gradient of the mean token loss over (T, B): every gate 1, no cut."""
+    return flat_gradient(sequence_gradient(model, FullBPTT(), inputs, targets, state=state))
+
+
+def compare_estimates(estimates: torch.Tensor, exact: torch.Tensor) -> dict:
+    """The statistics of the module docstring for estimates (n, P) against exact (P,)."""
+    n = estimates.shape[0]
+    exact_norm = float(exact.norm())
+    mean = estimates.mean(0)
+    variance = float(((estimates - mean) ** 2).sum(1).sum() / (n - 1)) if n > 1 else 0.0
+    per_draw = torch.nn.functional.cosine_similarity(estimates, exact.unsqueeze(0), dim=1)
+    return {
+        "draws": n,
+        "cosine": float(torch.nn.functional.cosine_similarity(mean, exact, dim=0)),
+        "relative_bias": float((mean - exact).norm()) / exact_norm,
+        "relative_variance": variance / exact_norm**2,
+        "relative_mse": float(((estimates - exact) ** 2).sum(1).mean()) / exact_norm**2,
+        "noise_floor": math.sqrt(variance / n) / exact_norm,
+        "cosine_per_draw": float(per_draw.mean()),
+        "cosine_per_draw_std": float(per_draw.std()) if n > 1 else 0.0,
+        "relative_norm": float(mean.norm()) / exact_norm,
+    }
+
+
+def _random(strategy: Strategy) -> bool:
+    """Whether draws can differ: randomized truncation whose first edge is cut with
+    probability 1 (K = 1) cuts every edge on every draw, so it is ``regular:1``."""
+    if not strategy.stochastic:
+        return False
+    first = getattr(strategy, "cut_probability_at", None)
+    return first is None or first(1) < 1.0
+
+
+def estimator_quality(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    strategies: Sequence[str | Strategy],
+    *,
+    draws: int = 20,
+    generator: torch.Generator | None = None,
+    state: State | None = None,
+    on_result=None,
+) -> dict:
+    """Bias and variance of each strategy's gradient against the exact one (module docstring).
+
+    Args:
+        model: put it in eval mode (no dropout) and, for exactness, float64.
+        inputs, targets: (T, B) token indices.
+        strategies: specs such as ``regular:35``, ``randomized:35`` (or strategy objects).
+        draws: estimates per random strategy (deterministic ones get one).
+        generator: the source of the random strategies' cuts (default: seed 0).
+        state: the state before the window (None: zeros), the same for every estimate.
+        on_result: called with each strategy's result dict as it is finished.
+
+    Returns:
+        ``{"exact_norm", "steps", "streams", "parameters", "results": [...]}``,
+        one result per strategy: ``spec``, ``k`` (the strategy's nominal window
+        length, when it has one), ``stochastic`` and the statistics of
+        :func:`compare_estimates`.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    exact = exact_gradient(model, inputs, targets, state=state)
+    results = []
+    for spec in strategies:
+        strategy = parse_strategy(spec)
+        n = draws if _random(strategy) else 1
+        estimates = torch.stack(
+            [
+                flat_gradient(
+                    sequence_gradient(
+                        model, strategy, inputs, targets, generator=generator, state=state
+                    )
+                )
+                for _ in range(n)
+            ]
+        )  # (n, P)
+        result = {
+            "spec": strategy.spec,
+            "name": strategy.name,
+            "k": getattr(strategy, "k", None),
+            "stochastic": strategy.stochastic,
+            **compare_estimates(estimates, exact),
+        }
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return {
+        "exact_norm": float(exact.norm()),
+        "steps": inputs.shape[0],
+        "streams": inputs.shape[1],
+        "parameters": exact.numel(),
+        "results": results,
+    }
