@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tbptt.cli.analyze import analyze_parser
 from tbptt.cli.compare import compare_parser
 from tbptt.cli.env import env_parser
 from tbptt.cli.train import train_parser
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     train_parser(sub)
     compare_parser(sub)
+    analyze_parser(sub)
     env_parser(sub)
     return parser
 
