@@ -16,7 +16,7 @@ against ``full:T`` and checkpointed ``full:T,checkpoint`` on growing T.
 
 tokens/s counts the rows of the token stream consumed times B (a k1k2 window
 that re-runs history counts only its new rows), median over repeats after
-warm-up. GFLOP/s counts the matrix products of training: forward 2 G H (I + H)
+warm-up; the ratios are medians of the per-repeat ratios of neighbouring runs. GFLOP/s counts the matrix products of training: forward 2 G H (I + H)
 per token and layer (G = 4 for LSTM, 3 for GRU), backward twice that, the head
 6 H V; "% GEMM" divides by the rate of one large float32 matrix product
 measured by this script with the same threads.
@@ -331,7 +331,6 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
         warmup=args.warmup,
         device=setup.device,
     )
-    base, cell = results["fused loop"][0], results["cell loop"][0]
     flops = setup.flops_per_token()
     out = []
     for name, (rate, all_rates, peak) in results.items():
@@ -341,14 +340,29 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
                 "method": name,
                 "tokens_per_s": rate,
                 "all_tokens_per_s": all_rates,
-                "vs_fused": rate / base,
-                "vs_cell": rate / cell,
                 "gflops": rate * flops / 1e9,
                 "gemm_fraction": rate * flops / 1e9 / gemm,
                 "peak_mb": peak,
             }
         )
-    return out + rows
+    return paired_ratios(out) + rows
+
+
+def paired_ratios(rows: list[dict]) -> list[dict]:
+    """Set ``vs_fused`` / ``vs_cell``: the median over repeats of the ratio of the rates
+    measured next to each other in time (robust to load that drifts during the run)."""
+    by_config = {}
+    for r in rows:
+        if "all_tokens_per_s" in r:
+            by_config.setdefault(r["config"], {})[r["method"]] = r["all_tokens_per_s"]
+    for r in rows:
+        runs = by_config.get(r["config"], {})
+        if "all_tokens_per_s" not in r or "fused loop" not in runs:
+            continue
+        for key, base in (("vs_fused", "fused loop"), ("vs_cell", "cell loop")):
+            pairs = zip(r["all_tokens_per_s"], runs[base])
+            r[key] = statistics.median(a / b for a, b in pairs)
+    return rows
 
 
 def stretch_rows(args) -> list[dict]:
@@ -558,6 +572,22 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {r['config']} | {r['method']} | {steps} | {r['tokens_per_s']:,.0f} | {mem} |"
             )
+    if result.get("stretch"):
+        lengths = sorted({r["stretch"] for r in result["stretch"]}, reverse=True)
+        lines += [
+            "",
+            "Time of one fused call per gate-free stretch / time of the step path "
+            "(1 layer, forward + backward; below 1: fused is faster):",
+            "",
+            "| model | " + " | ".join(f"stretch {n}" for n in lengths) + " |",
+            "|---|" + "---:|" * len(lengths),
+        ]
+        models = dict.fromkeys((r["kind"], r["hidden"]) for r in result["stretch"])
+        for kind, hidden in models:
+            cells = {r["stretch"]: r["fused_over_steps"] for r in result["stretch"]
+                     if (r["kind"], r["hidden"]) == (kind, hidden)}  # fmt: skip
+            row = " | ".join(f"{cells[n]:.2f}" if n in cells else "" for n in lengths)
+            lines.append(f"| {kind.upper()} {hidden} | {row} |")
     return "\n".join(lines)
 
 
@@ -593,6 +623,7 @@ def parse_args(argv):
     p.add_argument(
         "--out", default=None, help="JSON results (default benchmarks/results/DEVICE.json)"
     )
+    p.add_argument("--report", default=None, help="print the tables of a results JSON and exit")
     p.add_argument("--row-spec", default=None, help=argparse.SUPPRESS)
     p.add_argument("--row-windows", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -622,6 +653,11 @@ def main(argv=None) -> dict:
     if args.row_spec:
         print(json.dumps(memory_row(args)))
         return {}
+    if args.report:
+        result = json.loads(Path(args.report).read_text())
+        paired_ratios(result["throughput"])
+        print(markdown(result))
+        return result
     started = time.perf_counter()
     gemm = gemm_rate(args.device, args.gemm_size)
     result = {"machine": machine(args, gemm), "args": sys.argv[1:] if argv is None else argv}

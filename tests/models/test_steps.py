@@ -167,8 +167,8 @@ def test_auto_path_follows_the_measured_thresholds():
         Recurrent("lstm", input_size=3, hidden_size=2),
         Recurrent("gru", input_size=3, hidden_size=2),
     )
-    assert lstm._auto_path(x, 1) == "fused" and lstm._auto_path(x, 3) == "fused"
-    assert lstm._auto_path(x, 4) == "steps"  # stretches of 3 steps
+    assert lstm._auto_path(x, 1) == "fused" and lstm._auto_path(x, 2) == "fused"
+    assert lstm._auto_path(x, 3) == "steps"  # stretches of 4 steps
     assert gru._auto_path(x, 1) == "fused" and gru._auto_path(x, 2) == "steps"
     linear = Recurrent("linear", input_size=3, hidden_size=2)
     assert linear._auto_path(x, 1) == "steps"

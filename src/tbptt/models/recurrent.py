@@ -56,11 +56,11 @@ _GATE_ROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}
 # The fused/step choice of path="auto": one fused call per gate-free stretch when the mean
 # stretch has at least this many steps, else the step path. Measured on CPU (1 thread, B = 32,
 # H = 256 and 512, interleaved A/B; see docs/benchmarks.md): oneDNN's fused LSTM beats the step
-# path down to stretches of about 4 steps; the fused GRU/RNN kernels are per-step loops that the
+# path down to stretches of about 5 to 7 steps; the fused GRU/RNN kernels are per-step loops that the
 # step path matches with no cut and beats with any, so they run fused only without cuts
 # (FUSED_ONLY_UNCUT). On CUDA (H100, cuDNN) one call per stretch beats the step path's
 # per-step kernel launches for LSTM and GRU down to stretches of about 5 steps.
-FUSED_MIN_STRETCH = {"cpu": 4, "cuda": 5}
+FUSED_MIN_STRETCH = {"cpu": 6, "cuda": 5}
 FUSED_ONLY_UNCUT = {"cpu": ("gru", "rnn", "relu")}
 
 
