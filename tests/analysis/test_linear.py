@@ -82,7 +82,9 @@ def test_closed_form_equals_finite_differences():
         for index in [(0,) * tensor.dim(), tuple(s - 1 for s in tensor.shape)]:
             old = float(tensor[index])
             tensor[index] = old + eps
-            up = linear_rnn_loss(linear_rnn_forward(params, inputs, h0)[1], targets, "cross_entropy")
+            up = linear_rnn_loss(
+                linear_rnn_forward(params, inputs, h0)[1], targets, "cross_entropy"
+            )
             tensor[index] = old - eps
             down = linear_rnn_loss(
                 linear_rnn_forward(params, inputs, h0)[1], targets, "cross_entropy"

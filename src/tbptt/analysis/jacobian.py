@@ -176,7 +176,9 @@ def jacobian_norms(
     v = torch.ones(B, S, dtype=dtype) / S**0.5
     log_scale = torch.zeros(B, dtype=torch.float64)
     # k = 0: the identity, spectral norm 1, Frobenius norm sqrt(S)
-    log_norms = [torch.full((B,), 0.5 * math.log(S) if norm == "frobenius" else 0.0).double()]
+    log_norms = [
+        torch.full((B,), 0.5 * math.log(S) if norm == "frobenius" else 0.0, dtype=torch.float64)
+    ]
     for a in reversed(jacobians):  # k = 1 .. T
         product = product @ a  # (B, S, S), times exp(log_scale)
         if norm == "frobenius":
