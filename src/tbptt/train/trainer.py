@@ -5,8 +5,9 @@ Per epoch, until the stream is exhausted::
     window = strategy.plan(steps left, generator)       # length, gates, reset, lr factor
     batch  = stream.next(window.length)                 # inputs, targets (T, B)
     state  = zeros if batch.reset or window.reset else detach(carried state)
-    logits, state = model(batch.inputs, state, window.gates)
-    loss = sum of token losses / (B * K)                # K: strategy.reference_length
+    logits, state = model(batch.inputs, state, window.gates, resets=batch.resets)
+                    # via engine.run_window: lookback (k1k2), checkpointing, per-stream resets
+    loss = sum of token losses / (B * K)                # K: window.loss_length or reference_length
     loss.backward(); clip by global norm; check finite; optimizer.step()
     carried state = detach(state)
 
