@@ -151,7 +151,7 @@ VALID_SPECS = st.one_of(
 
 
 @pytest.mark.slow
-@settings(max_examples=12, **SETTINGS)
+@settings(max_examples=8, **SETTINGS)
 @given(
     words=st.lists(st.integers(0, 50), min_size=40, max_size=120),
     spec=VALID_SPECS,

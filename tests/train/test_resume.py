@@ -463,11 +463,13 @@ def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
         return train_step(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", signal_during_step)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     out = tmp_path / "stopped"
     argv = train_args(text, out, strategy)
     argv[argv.index("--checkpoint-every") + 1] = "epoch"  # the stop itself must write one
     code, err = run_in_process(argv)
     assert code == 128 + signal.SIGTERM
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     last = err.strip().splitlines()[-1]
     assert f"step {at}" in last and f"tbptt train --resume {out}" in last
     assert load_checkpoint(out)["trainer"]["step"] == at, "the window in flight was finished"
@@ -478,14 +480,6 @@ def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
     weights, lines, sample = outcome(out)
     assert all(torch.equal(weights[k], reference[0][k]) for k in weights)
     assert lines == reference[1] and sample == reference[2]
-
-
-@pytest.mark.slow
-def test_signal_handlers_are_restored_after_a_run(text, tmp_path):
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    code, err = run_in_process(train_args(text, tmp_path / "run", "regular:6"))
-    assert code == 0, err
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 # -- the CLI refuses to continue a run with other settings ------------------------------
