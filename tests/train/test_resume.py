@@ -474,6 +474,7 @@ def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
     assert f"step {at}" in last and f"tbptt train --resume {out}" in last
     assert load_checkpoint(out)["trainer"]["step"] == at, "the window in flight was finished"
     monkeypatch.setattr(Trainer, "train_step", train_step)
+    (out / "metrics.jsonl").write_text("damaged")  # the checkpoint holds the lines: rebuilt
 
     code, err = run_in_process(["train", "--resume", str(out)])
     assert code == 0, err

@@ -294,7 +294,7 @@ def train_command(args) -> int:
     found = _resumable(out, args, resolved, data.vocab.itos, data_sha1)
     (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     if found is not None:
-        _truncate_metrics(out / "metrics.jsonl", found[1].get("metrics_lines"))
+        _restore_metrics(out / "metrics.jsonl", found[1])
         metrics = MetricsWriter(out / "metrics.jsonl", append=True)
         metrics.records = read_metrics(out / "metrics.jsonl")
     else:
@@ -353,6 +353,7 @@ def train_command(args) -> int:
             "data_sha1": data_sha1,
             "args": _saved_arguments(args),
             "metrics_lines": len(metrics.records),
+            "metrics": [json.dumps(r) for r in metrics.records],  # the file's lines so far
             "trainer": trainer.state_dict(),
         }
         return checkpointer.save(payload, trainer.step)
@@ -561,12 +562,24 @@ def _resumable(out: Path, args, resolved: dict, vocab: list, data_sha1: str):
     return found
 
 
-def _truncate_metrics(path: Path, lines: int | None) -> None:
-    """Cut ``path`` back to its first ``lines`` lines: the records written up to the checkpoint.
+def _restore_metrics(path: Path, payload: dict) -> None:
+    """Put ``path`` back to the lines it had when the checkpoint was written.
 
     Lines written after it (by the run that was interrupted) are written again by
-    the resumed run, so none is missing and none appears twice.
+    the resumed run, so none is missing and none appears twice. The checkpoint
+    holds the lines themselves, so a damaged or deleted metrics file is rebuilt.
     """
+    lines = payload.get("metrics")
+    if lines is not None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, path)
+        return
+    _truncate_metrics(path, payload.get("metrics_lines"))
+
+
+def _truncate_metrics(path: Path, lines: int | None) -> None:
+    """Cut ``path`` back to its first ``lines`` lines (checkpoints that hold only the count)."""
     if lines is None:
         return
     raw = path.read_bytes() if path.is_file() else b""
