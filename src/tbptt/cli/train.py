@@ -235,6 +235,8 @@ def train_command(args) -> int:
         args = _resume_arguments(args)  # the run's saved flags, plus the few that may change
     # Validate everything cheap before touching data, so mistakes are reported at once.
     every_steps, every_seconds = parse_interval(args.checkpoint_every)
+    if args.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be at least 1, got {args.keep_checkpoints}")
     strategy = parse_strategy(args.strategy)
     _check_device(args.device)
     config = TrainConfig(
