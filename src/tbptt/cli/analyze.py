@@ -78,7 +78,13 @@ def _common(with_model: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output directory (default: runs/analyze-<time>)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1; the measurements are many small products, "
+        "which extra threads slow down)",
+    )
     return p
 
 
