@@ -179,3 +179,25 @@ def test_reference_radius_of_a_deep_linear_rnn_is_the_largest_layer_radius():
     inputs = torch.randint(0, 7, (250, 1), generator=torch.Generator().manual_seed(0))
     fit = jacobian_norms(model.eval(), inputs).fit(start=100)
     assert fit["rate"] == pytest.approx(max(radii), rel=0.02)
+
+
+def test_jacobians_follow_the_models_own_step_with_zoneout():
+    # At evaluation zoneout mixes h_t = z h_{t-1} + (1 - z) h~_t: part of the model's step.
+    torch.manual_seed(0)
+    config = ModelConfig(
+        vocab_size=7, kind="gru", hidden_size=4, num_layers=1, embedding_size=3, zoneout=0.4
+    )
+    model = RecurrentLM(config).double().eval()
+    inputs, _ = tiny_batch(T=2)
+    jacobians, _ = state_jacobians(model, inputs)
+    like = model.initial_state(3)
+    s = flatten_state(like)
+
+    def step(flat):
+        return flatten_state(model(inputs[:1], unflatten_state(flat, like))[1])
+
+    J = torch.autograd.functional.jacobian(step, s)
+    for b in range(3):
+        torch.testing.assert_close(jacobians[0][b], J[b, :, b, :], rtol=0, atol=1e-12)
+    plain = torch.autograd.functional.jacobian(lambda f: _run(model, inputs[:1], f, like), s)
+    assert (plain[0, :, 0, :] - J[0, :, 0, :]).abs().max() > 0.1  # zoneout changes the map

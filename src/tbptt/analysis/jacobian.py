@@ -67,8 +67,8 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
     """One-step state Jacobians along a window, and the final state.
 
     Args:
-        model: a ``RecurrentLM`` (``embed`` + ``recurrent``), in eval mode for
-            dropout-free values.
+        model: a ``RecurrentLM`` (called as ``model(tokens (1, B), state, path="steps")``),
+            in eval mode for dropout-free values.
         inputs: (T, B) token indices.
         state: the state before step 1 (None: zeros).
 
@@ -76,25 +76,27 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
         A list of T tensors (B, S, S), A_t[b, j, i] = d s_t[b, j] / d s_{t-1}[b, i],
         and the state after step T.
     """
-    rec = model.recurrent
-    x_all = model.embed(inputs).detach()  # (T, B, I)
     if state is None:
         state = model.initial_state(inputs.shape[1])
     flat = flatten_state(state).detach()  # (B, S)
     B, S = flat.shape
     # S replicas of every stream, replica j seeded with grad e_j: one ordinary backward
-    # then gives row j of every stream's A_t (the replicas never interact).
+    # then gives row j of every stream's A_t (the replicas never interact). The step is
+    # the model's own forward (embedding, and any zoneout's evaluation-time mixing, included).
     seed = torch.eye(S, dtype=flat.dtype).unsqueeze(1).expand(S, B, S).reshape(S * B, S)
     jacobians = []
-    for x in x_all:
+    for tokens in inputs:  # (B,)
         s_in = flat.repeat(S, 1).requires_grad_(True)  # (S B, S), row j B + b = stream b
-        x_rep = x.repeat(S, 1).unsqueeze(0)  # (1, S B, I)
         with torch.enable_grad():
-            _, out = rec(x_rep, unflatten_state(s_in, _replicate(state, S)), path="steps")
+            _, out = model(
+                tokens.repeat(S).unsqueeze(0),  # (1, S B)
+                unflatten_state(s_in, _replicate(state, S)),
+                path="steps",
+            )
             (rows,) = torch.autograd.grad(flatten_state(out), s_in, seed)  # (S B, S)
         jacobians.append(rows.view(S, B, S).transpose(0, 1))  # (B, S, S): [b, j, i]
         with torch.no_grad():
-            _, state = rec(x.unsqueeze(0), state, path="steps")
+            _, state = model(tokens.unsqueeze(0), state, path="steps")
         flat = flatten_state(state)
     return jacobians, state
 
