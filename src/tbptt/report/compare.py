@@ -95,8 +95,8 @@ NOTES = (
     "with the state carried across the whole validation text. Seconds are training seconds "
     "(evaluation excluded); an epoch stopped by the budget counts as the fraction of the text it "
     "covered. Peak memory is the highest resident memory sampled during the run minus the level "
-    "just before it (all runs share one process). With several seeds a cell reads mean ± sample "
-    "standard deviation."
+    "just before it (all runs share one process); on a CUDA device, the allocator's peak during "
+    "the run. With several seeds a cell reads mean ± sample standard deviation."
 )
 
 

@@ -11,7 +11,8 @@ Per run (:func:`run_summary`), from its JSON-lines records:
     steps                          optimizer steps attempted (step records)
     clip rate                      share of step records with ``clipped``
     non-finite                     step records with ``skipped`` (NaN/inf loss or gradient)
-    peak memory                    the closing run record's ``peak_memory_mb``
+    peak memory                    the closing run record's ``peak_memory_mb`` (host), or
+                                   ``peak_cuda_mb`` (device allocator) for a CUDA run
 
 Across seeds (:func:`strategy_rows`) each number is the mean, with the sample
 standard deviation as spread (0 for one seed).
@@ -95,7 +96,8 @@ def run_summary(records: list[dict]) -> dict:
         "grad_norm_median": statistics.median(norms) if norms else math.nan,
         "grad_norm_p90": _quantile(norms, 0.9),
         "grad_norm_max": max(norms) if norms else math.nan,
-        "peak_memory_mb": _num(run.get("peak_memory_mb", math.nan)),
+        # On a GPU the graph lives in device memory: report the allocator's peak there.
+        "peak_memory_mb": _num(run.get("peak_cuda_mb", run.get("peak_memory_mb", math.nan))),
         "wall_seconds": _num(run.get("wall_seconds", math.nan)),
         "stop": run.get("stop", ""),
     }

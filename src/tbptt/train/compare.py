@@ -22,7 +22,9 @@ Peak memory. All runs share one process, whose ``ru_maxrss`` only ever grows,
 so it cannot tell runs apart; :class:`tbptt.train.memory.PeakMemory` samples the
 resident set size while a run trains, and ``peak_memory_mb`` is the highest
 sample minus the level just before the run: the extra memory the run needed at
-its worst moment, dominated by the autograd graph of its longest window.
+its worst moment, dominated by the autograd graph of its longest window. On a
+CUDA device the run record also has ``peak_cuda_mb``: the allocator's peak
+during the run (statistics reset at its start) above what was allocated then.
 """
 
 from __future__ import annotations
@@ -410,6 +412,11 @@ def _one_run(
         return False
 
     release_memory()
+    cuda = trainer.device.type == "cuda"
+    if cuda:  # the allocator's peak is per process too: restart it for this run
+        torch.cuda.synchronize(trainer.device)
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+        cuda_start = torch.cuda.memory_allocated(trainer.device)
     try:
         with PeakMemory(config.memory_interval_s) as memory:
             start = time.perf_counter()
@@ -430,6 +437,16 @@ def _one_run(
                 "steps": trainer.step,
                 "tokens": done["tokens"],
                 "peak_memory_mb": memory.megabytes,
+                **(
+                    {
+                        "peak_cuda_mb": (
+                            torch.cuda.max_memory_allocated(trainer.device) - cuda_start
+                        )
+                        / 2**20
+                    }
+                    if cuda
+                    else {}
+                ),
             }
         )
     finally:
