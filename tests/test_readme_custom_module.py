@@ -1,4 +1,4 @@
-"""The "your own module" example of docs/strategies.md (and of the README, once it holds it) runs."""
+"""The "your own module" example of docs/strategies.md and of the README runs as written."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = "from tbptt.models.custom import CustomLM"
+MARKER = "CustomLM("
 
 
 def _examples(path: Path) -> list[str]:
@@ -21,8 +21,6 @@ def test_the_docs_hold_the_example():
 @pytest.mark.parametrize("document", ["docs/strategies.md", "README.md"])
 def test_the_custom_module_example_runs(document, time_machine, tmp_path, capsys):
     examples = _examples(ROOT / document)
-    if not examples:
-        pytest.skip(f"{document} has no custom-module example yet")
     (code,) = examples
     assert len(code.strip().splitlines()) <= 25
     small = tmp_path / "slice.txt"  # the example as written, on a slice so the test stays fast

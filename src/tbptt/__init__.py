@@ -23,6 +23,7 @@ from tbptt.errors import (
     TbpttError,
 )
 from tbptt.models import ModelConfig, Recurrent, RecurrentLM, apply_gate
+from tbptt.models.custom import CustomLM, StatefulModule
 from tbptt.train import TrainConfig, Trainer, generate, sequence_gradient
 from tbptt.truncation import (
     FullBPTT,
@@ -49,6 +50,8 @@ __all__ = [
     "Recurrent",
     "RecurrentLM",
     "apply_gate",
+    "CustomLM",
+    "StatefulModule",
     "TrainConfig",
     "Trainer",
     "generate",
