@@ -26,7 +26,14 @@ def _tokens(n=400, vocab=7, seed=0):
 def test_first_sgd_step_is_minus_lr_times_the_reference_window_gradient(kind):
     model = tiny_lm(kind, layers=2)
     tokens = _tokens()
-    cfg = TrainConfig(strategy="regular:5", batch_size=3, optimizer="sgd", lr=0.1, clip=0.0, lr_schedule="constant")
+    cfg = TrainConfig(
+        strategy="regular:5",
+        batch_size=3,
+        optimizer="sgd",
+        lr=0.1,
+        clip=0.0,
+        lr_schedule="constant",
+    )
     trainer = Trainer(model, tokens, tokens[:0], cfg)
     before = [p.detach().clone() for p in model.parameters()]
     data = trainer.stream.data  # (N/B, B)
@@ -79,7 +86,9 @@ def test_window_lr_scale_reaches_the_optimizer_and_is_restored():
         model,
         tokens,
         tokens[:0],
-        TrainConfig(strategy="halflr", batch_size=3, optimizer="sgd", lr=0.2, clip=0, lr_schedule="constant"),
+        TrainConfig(
+            strategy="halflr", batch_size=3, optimizer="sgd", lr=0.2, clip=0, lr_schedule="constant"
+        ),
     )
     p0 = [p.detach().clone() for p in model.parameters()]
     data = trainer.stream.data
@@ -97,12 +106,16 @@ def test_window_lr_scale_reaches_the_optimizer_and_is_restored():
 def test_cosine_schedule_decays_to_zero_over_the_run():
     model = tiny_lm("gru")
     tokens = _tokens(200)
-    trainer = Trainer(model, tokens, tokens[:0], TrainConfig(strategy="regular:6", batch_size=3, epochs=2, lr=0.5))
+    trainer = Trainer(
+        model, tokens, tokens[:0], TrainConfig(strategy="regular:6", batch_size=3, epochs=2, lr=0.5)
+    )
     steps = []
     trainer.fit(on_step=steps.append)
     lrs = [r["lr"] for r in steps]
     n = trainer.stream.steps
-    for r in steps:  # lr = 0.5 * (1 + cos(pi * done)) / 2, done = fraction of the run at the window's end
+    for r in (
+        steps
+    ):  # lr = 0.5 * (1 + cos(pi * done)) / 2, done = fraction of the run at the window's end
         pos = min(n, 6 * (1 + (r["step"] - 1) % math.ceil(n / 6)))
         done = (r["epoch"] - 1 + pos / n) / 2
         assert r["lr"] == pytest.approx(0.25 * (1 + math.cos(math.pi * done)))
@@ -156,3 +169,27 @@ def test_sampled_generation_is_reproducible_from_its_generator():
         model, torch.tensor([1]), 30, temperature=1.0, generator=torch.Generator().manual_seed(4)
     )
     assert a == b and len(set(a)) > 1
+
+
+def test_validation_restarts_state_at_document_starts():
+    from tbptt.train import evaluation_resets
+
+    model = tiny_lm("lstm", layers=2)
+    valid = _tokens(14, seed=5)
+    starts = torch.zeros(14, dtype=torch.bool)
+    starts[[0, 6]] = True  # documents valid[0:6] and valid[6:14]
+    inputs, targets = evaluation_streams(3, valid, 1)  # one column: (14, 1)
+    resets = evaluation_resets(starts, 1)
+    total, count = evaluate(model, inputs, targets, window=4, resets=resets)
+    # reference: the first document read after the context token (its first input is the
+    # context, reset before reading valid[0]); the second from a fresh state from valid[6] on
+    ref = 0.0
+    logits, _ = model(inputs[:1])
+    ref += F.cross_entropy(logits[:, 0], targets[:1, 0], reduction="sum").item()
+    logits, _ = model(inputs[1:7])  # reads valid[0..5] from a fresh state
+    ref += F.cross_entropy(logits[:, 0], targets[1:7, 0], reduction="sum").item()
+    logits, _ = model(inputs[7:])  # reads valid[6..12] from a fresh state
+    ref += F.cross_entropy(logits[:, 0], targets[7:, 0], reduction="sum").item()
+    assert count == 14 and total == pytest.approx(ref, abs=1e-9)
+    carried, _ = evaluate(model, inputs, targets, window=4)
+    assert abs(carried - total) > 1e-6  # the resets matter

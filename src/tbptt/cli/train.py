@@ -308,6 +308,7 @@ def train_command(args) -> int:
         config,
         metrics=metrics,
         train_starts=getattr(data, "train_starts", None),
+        valid_starts=getattr(data, "valid_starts", None),
     )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])

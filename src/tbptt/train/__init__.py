@@ -3,7 +3,7 @@ evaluation, generation, metrics and checkpoints."""
 
 from tbptt.train.checkpoint import load_checkpoint, save_checkpoint
 from tbptt.train.engine import sequence_gradient, window_loss
-from tbptt.train.evaluate import evaluate, evaluation_streams, unigram_perplexity
+from tbptt.train.evaluate import evaluate, evaluation_resets, evaluation_streams, unigram_perplexity
 from tbptt.train.generate import generate
 from tbptt.train.metrics import MetricsWriter, read_metrics
 from tbptt.train.trainer import OPTIMIZERS, TrainConfig, Trainer, build_optimizer
@@ -14,6 +14,7 @@ __all__ = [
     "sequence_gradient",
     "window_loss",
     "evaluate",
+    "evaluation_resets",
     "evaluation_streams",
     "unigram_perplexity",
     "generate",

@@ -15,7 +15,7 @@ from torch import nn
 
 from tbptt.models.gating import State
 
-__all__ = ["evaluation_streams", "evaluate", "unigram_perplexity"]
+__all__ = ["evaluation_streams", "evaluation_resets", "evaluate", "unigram_perplexity"]
 
 
 def evaluation_streams(
@@ -36,6 +36,21 @@ def evaluation_streams(
     return inputs.view(batch_size, rows).t(), targets.view(batch_size, rows).t()  # (N/B, B)
 
 
+def evaluation_resets(starts: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The (ceil(N / B), B) reset mask matching :func:`evaluation_streams` for documents.
+
+    ``starts`` (N,) marks validation tokens that begin a document. The state is
+    reset just before such a token is *read*, i.e. one row after it is
+    predicted, as in training.
+    """
+    n = len(starts)
+    batch_size = max(1, min(batch_size, n))
+    rows = math.ceil(n / batch_size)
+    read = torch.cat([starts.new_zeros(1), starts[:-1]])  # input row i reads token i - 1
+    read = torch.cat([read, read.new_zeros(rows * batch_size - n)])
+    return read.view(batch_size, rows).t()  # (N/B, B)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -44,10 +59,12 @@ def evaluate(
     *,
     window: int = 256,
     state: State | None = None,
+    resets: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """Total negative log-likelihood (nats) and token count over (T, B) streams.
 
     The state is carried from window to window; targets of -100 are not counted.
+    ``resets`` (T, B) bool restarts a stream's state where a document starts.
     """
     was_training = model.training
     model.eval()
@@ -55,7 +72,10 @@ def evaluate(
     try:
         for start in range(0, inputs.shape[0], window):
             x, y = inputs[start : start + window], targets[start : start + window]
-            logits, state = model(x, state)  # (T, B, V)
+            if resets is not None and bool(resets[start : start + window].any()):
+                logits, state = model(x, state, resets=resets[start : start + window])
+            else:
+                logits, state = model(x, state)  # (T, B, V)
             nll = F.cross_entropy(
                 logits.flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100
             )

@@ -34,7 +34,7 @@ from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.models.gating import State, detach_state, map_state
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
 from tbptt.train.engine import Context, run_window
-from tbptt.train.evaluate import evaluate, evaluation_streams
+from tbptt.train.evaluate import evaluate, evaluation_resets, evaluation_streams
 from tbptt.train.metrics import MetricsWriter
 from tbptt.truncation import Strategy, Window, parse_strategy
 
@@ -146,6 +146,8 @@ class Trainer:
             (see :mod:`tbptt.data.documents`): each window then carries a (T, B)
             ``resets`` mask passed to ``model(..., resets=)``, and every stream
             resets its state at its own document boundaries.
+        valid_starts: (M,) bool, the same for ``valid_tokens``: evaluation then
+            restarts the state at each validation document too.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class Trainer:
         *,
         metrics: MetricsWriter | None = None,
         train_starts: torch.Tensor | None = None,
+        valid_starts: torch.Tensor | None = None,
     ):
         config.check()
         self.config = config
@@ -192,6 +195,10 @@ class Trainer:
             self.valid_inputs, self.valid_targets = vi.to(self.device), vt.to(self.device)
         else:
             self.valid_inputs = self.valid_targets = None
+        self.valid_resets = None
+        if valid_starts is not None and len(valid_tokens) > 0:
+            resets = evaluation_resets(valid_starts.cpu(), config.eval_batch_size)
+            self.valid_resets = resets.to(self.device)
         self.state: State | None = None
         # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
         self.context: Context | None = None
@@ -419,7 +426,11 @@ class Trainer:
     def evaluate(self) -> tuple[float, float]:
         """(mean loss in nats, perplexity) on the validation stream, state carried, no graph."""
         total, count = evaluate(
-            self.model, self.valid_inputs, self.valid_targets, window=self.config.eval_window
+            self.model,
+            self.valid_inputs,
+            self.valid_targets,
+            window=self.config.eval_window,
+            resets=self.valid_resets,
         )
         loss = total / max(1, count)
         return loss, math.exp(min(loss, 700.0))
