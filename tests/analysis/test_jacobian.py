@@ -171,7 +171,11 @@ def test_spectrum_reads_each_gate_block(kind, gates):
 def test_reference_radius_of_a_deep_linear_rnn_is_the_largest_layer_radius():
     model = tiny_lm("linear", layers=2)
     radii = [
-        float(torch.linalg.eigvals(getattr(model.recurrent.core, f"weight_hh_l{i}")).abs().max())
+        float(
+            torch.linalg.eigvals(getattr(model.recurrent.core, f"weight_hh_l{i}").detach())
+            .abs()
+            .max()
+        )
         for i in range(2)
     ]
     assert reference_radius(model) == pytest.approx(max(radii), abs=1e-12)
