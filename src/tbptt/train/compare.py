@@ -293,7 +293,7 @@ def run_comparison(
     )
     budget_epochs = config.budget_epochs or 2**31 - 1
     total = len(config.seeds) * len(specs)
-    _warm_up(model, train, stream.data)
+    _warm_up(model, train, stream.data, specs)
     for seed in config.seeds:
         torch.manual_seed(seed)
         initial = copy.deepcopy(RecurrentLM(model).state_dict())
@@ -326,18 +326,31 @@ def run_comparison(
     return comparison
 
 
-def _warm_up(model_config: ModelConfig, train: TrainConfig, rows: torch.Tensor) -> None:
+def _warm_up(
+    model_config: ModelConfig, train: TrainConfig, rows: torch.Tensor, specs: list[str]
+) -> None:
     """Pay one-time costs (CUDA context, cuDNN / oneDNN handles, allocator growth) before any
     run is timed, so the first strategy is not charged for them: a throwaway model runs a
     short window forward and backward on both paths (every gate 1: fused; else: per step).
+
+    On CUDA, cuDNN also plans per sequence length and the caching allocator grows to the
+    largest graph, so there every strategy's first window length is run too (a whole epoch
+    for ``full``: milliseconds there, but minutes on a CPU, where it is skipped).
     """
     model = RecurrentLM(model_config).to(train.device)
-    steps = min(8, rows.shape[0] - 1)
-    inputs = rows[:steps].to(train.device)  # (T, B)
-    for gates in (None, (1.0,) + (0.5,) * (steps - 1)):
-        logits, _ = model(inputs, None, gates)  # (T, B, V)
-        logits.float().logsumexp(-1).sum().backward()
-    if torch.device(train.device).type == "cuda":
+    lengths = [min(8, rows.shape[0] - 1)]
+    cuda = torch.device(train.device).type == "cuda"
+    if cuda:
+        steps = rows.shape[0] - 1
+        lengths += [
+            parse_strategy(s).plan(steps, torch.Generator().manual_seed(0)).length for s in specs
+        ]
+    for length in sorted(set(lengths)):
+        inputs = rows[:length].to(train.device)  # (T, B)
+        for gates in (None, (1.0,) + (0.5,) * (length - 1)) if length == lengths[0] else (None,):
+            logits, _ = model(inputs, None, gates)  # (T, B, V)
+            logits.float().logsumexp(-1).sum().backward()
+    if cuda:
         torch.cuda.synchronize(train.device)
 
 
