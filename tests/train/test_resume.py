@@ -446,8 +446,9 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(strategy, mod
 
 
 @pytest.mark.slow
-def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
-    text, tmp_path, monkeypatch
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
+    signum, text, tmp_path, monkeypatch
 ):
     strategy = "randomized:6"
     code, err = run_in_process(train_args(text, tmp_path / "reference", strategy))
@@ -459,7 +460,7 @@ def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
 
     def signal_during_step(self, *args, **kwargs):
         if self.step + 1 == at:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of a window
+            os.kill(os.getpid(), signum)  # arrives in the middle of a window
         return train_step(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_step", signal_during_step)
@@ -468,7 +469,7 @@ def test_sigterm_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
     argv = train_args(text, out, strategy)
     argv[argv.index("--checkpoint-every") + 1] = "epoch"  # the stop itself must write one
     code, err = run_in_process(argv)
-    assert code == 128 + signal.SIGTERM
+    assert code == 128 + signum
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     last = err.strip().splitlines()[-1]
     assert f"step {at}" in last and f"tbptt train --resume {out}" in last
