@@ -15,6 +15,15 @@ def _isolated(tmp_path, monkeypatch):
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # Tests use tiny tensors: one thread is faster than two and its timing is steady.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def time_machine() -> Path:
     """The Time Machine as tests and CI see it (set TBPTT_TEST_TIME_MACHINE to point elsewhere)."""
