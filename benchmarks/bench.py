@@ -606,7 +606,7 @@ def parse_args(argv):
     p.add_argument(
         "--windows", type=int, default=3, help="tokens per timed repeat, in windows of K steps"
     )
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--word", default="lstm:256:2", help="word-level config KIND:H:L, or 'none'")
     p.add_argument("--full-lengths", default="1000,5000,20000")
