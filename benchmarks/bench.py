@@ -604,7 +604,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--k", type=int, default=35)
     p.add_argument(
-        "--windows", type=int, default=3, help="tokens per timed repeat, in windows of K steps"
+        "--windows", type=int, default=2, help="tokens per timed repeat, in windows of K steps"
     )
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--warmup", type=int, default=2)
