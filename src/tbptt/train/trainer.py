@@ -200,6 +200,7 @@ class Trainer:
             resets = evaluation_resets(valid_starts.cpu(), config.eval_batch_size)
             self.valid_resets = resets.to(self.device)
         self.state: State | None = None
+        self._state_shapes: dict[int, list[tuple[int, ...]]] = {}  # expected carried-state shapes
         # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
         self.context: Context | None = None
         self.epoch = 0  # completed epochs
@@ -303,9 +304,11 @@ class Trainer:
                     "window; store the state detached (trainer.state = detach_state(state)) or "
                     "set trainer.state = None to start from a fresh state"
                 )
-        fresh = self._initial_state(batch_size)
+        want = self._state_shapes.get(batch_size)
+        if want is None:  # built once per batch size, not every window
+            want = [tuple(t.shape) for t in _tensors(self._initial_state(batch_size))]
+            self._state_shapes[batch_size] = want
         got = [tuple(t.shape) for t in _tensors(state)]
-        want = [tuple(t.shape) for t in _tensors(fresh)]
         if got != want:
             raise ConfigError(
                 f"the carried state has shape {_shapes(got)} but a window of batch size "
@@ -483,6 +486,8 @@ class Trainer:
             "metrics",
             "valid_inputs",
             "valid_targets",
+            "valid_resets",
+            "_state_shapes",
         }
     )
     # Options a resumed run may change: they do not alter the trajectory up to the
