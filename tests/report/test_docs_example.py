@@ -5,20 +5,21 @@ from pathlib import Path
 
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "compare.md"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_compare_example_runs(time_machine, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("document", ["docs/compare.md", "README.md"])
+def test_compare_example_runs(document, time_machine, tmp_path, monkeypatch, capsys):
     block = next(
         b
-        for b in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+        for b in re.findall(r"```python\n(.*?)```", (ROOT / document).read_text(), flags=re.S)
         if "run_comparison" in b
     )
     assert len([line for line in block.splitlines() if line.strip()]) <= 12
     monkeypatch.chdir(tmp_path)
     exec(
-        compile(block.replace("path/to/timemachine.txt", str(time_machine)), "compare.md", "exec"),
+        compile(block.replace("path/to/timemachine.txt", str(time_machine)), document, "exec"),
         {},
     )
     lines = capsys.readouterr().out.splitlines()
