@@ -29,44 +29,16 @@ import json
 import subprocess
 import sys
 import time
-import weakref
 from pathlib import Path
 
 import torch
 
 from tbptt.models import ModelConfig, RecurrentLM
 from tbptt.train import sequence_gradient
+from tbptt.train.memory import SavedTensorBytes
 from tbptt.truncation import parse_strategy
 
 SPECS = ("full", "full:checkpoint")
-
-
-class SavedTensorBytes:
-    """High-water mark of the bytes autograd holds for backward (see the module docstring)."""
-
-    class _Holder:
-        __slots__ = ("tensor", "__weakref__")
-
-        def __init__(self, tensor):
-            self.tensor = tensor
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, tensor):
-        holder = self._Holder(tensor)
-        n = tensor.untyped_storage().nbytes()
-        self.live += n
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(holder, self._free, n)
-        return holder
-
-    def _free(self, n):
-        self.live -= n
-
-    @staticmethod
-    def unpack(holder):
-        return holder.tensor
 
 
 def _model_and_data(args, T):

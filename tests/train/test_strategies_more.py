@@ -1,7 +1,6 @@
 """TBPTT(k1, k2), variable-length BPTT and checkpointed full BPTT against independent references."""
 
 import math
-import weakref
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 
 from tbptt.models import ModelConfig, RecurrentLM
 from tbptt.train import sequence_gradient
+from tbptt.train.memory import SavedTensorBytes
 from tbptt.truncation import (
     FullBPTT,
     K1K2Truncation,
@@ -225,39 +225,6 @@ def test_checkpointed_windows_plan_sqrt_segments():
     for spec in ("full:checkpoint=0", "full:3,4", "full:checkpoint,checkpoint=3"):
         with pytest.raises(Exception, match="full"):
             parse_strategy(spec)
-
-
-class SavedTensorBytes:
-    """Peak bytes of the tensors autograd holds for backward (saved-tensor hooks).
-
-    Each saved tensor is wrapped in a holder whose finalizer subtracts its bytes
-    when autograd drops it, so ``peak`` is the high-water mark over forward and
-    backward, including the segments a checkpoint recomputes during backward.
-    """
-
-    class _Holder:
-        __slots__ = ("tensor", "__weakref__")
-
-        def __init__(self, tensor):
-            self.tensor = tensor
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, tensor):
-        holder = self._Holder(tensor)
-        n = tensor.untyped_storage().nbytes()
-        self.live += n
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(holder, self._free, n)
-        return holder
-
-    def _free(self, n):
-        self.live -= n
-
-    @staticmethod
-    def unpack(holder):
-        return holder.tensor
 
 
 def test_checkpointed_memory_grows_sublinearly():

@@ -18,8 +18,9 @@ import gc
 import math
 import os
 import threading
+import weakref
 
-__all__ = ["PeakMemory", "release_memory", "rss_bytes"]
+__all__ = ["PeakMemory", "SavedTensorBytes", "release_memory", "rss_bytes"]
 
 
 def rss_bytes() -> int | None:
@@ -77,3 +78,39 @@ class PeakMemory:
         if self.start is None:
             return math.nan
         return (self.peak - self.start) / 2**20
+
+
+class SavedTensorBytes:
+    """Peak bytes of the tensors autograd holds for backward (saved-tensor hooks).
+
+    Use as ``with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):``;
+    unlike the resident set size it counts exactly what the graph keeps alive.
+
+    Each saved tensor is wrapped in a holder whose finalizer subtracts its bytes
+    when autograd drops it, so ``peak`` is the high-water mark over forward and
+    backward, including the segments a checkpoint recomputes during backward.
+    """
+
+    class _Holder:
+        __slots__ = ("tensor", "__weakref__")
+
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, tensor):
+        holder = self._Holder(tensor)
+        n = tensor.untyped_storage().nbytes()
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(holder, self._free, n)
+        return holder
+
+    def _free(self, n):
+        self.live -= n
+
+    @staticmethod
+    def unpack(holder):
+        return holder.tensor
