@@ -255,14 +255,22 @@ class Recurrent(nn.Module):
             return layer_input, (hidden, torch.stack(new_c))
         return layer_input, hidden
 
-    def _forward_autograd(self, inputs, state, gates, resets=None, reset_steps=()):
-        """The step path recorded by autograd step by step (double backward, forward AD)."""
+    def _forward_autograd(
+        self, inputs, state, gates, resets=None, reset_steps=(), *, update=None, training=None
+    ):
+        """The step path recorded by autograd step by step (double backward, forward AD).
+
+        ``update(h, c, h_new, c_new) -> (h, c)`` decides the state a step leaves
+        (default: the cell's new values); zoneout mixes old and new values there.
+        ``training`` (default: the module's mode) switches dropout between layers.
+        """
         lstm = self.kind == "lstm"
+        training = self.training if training is None else training
         hs, cs = state if lstm else (state, None)
         new_h, new_c = [], []
         layer_input = inputs
         for layer in range(self.num_layers):
-            if layer > 0 and self.dropout > 0 and self.training:
+            if layer > 0 and self.dropout > 0 and training:
                 layer_input = F.dropout(layer_input, self.dropout, True)
             w_ih, w_hh, b_ih, b_hh = self._weights(layer)
             T, B = layer_input.shape[:2]
@@ -285,7 +293,8 @@ class Recurrent(nn.Module):
                     h = h * keep
                     c = c * keep if lstm else None
                 hproj = torch.addmm(b_hh, h, w_hh_t)  # (B, G*H)
-                h, c = self._cell(xproj[t], hproj, h, c)
+                h_new, c_new = self._cell(xproj[t], hproj, h, c)
+                h, c = (h_new, c_new) if update is None else update(h, c, h_new, c_new)
                 outs.append(h)
             layer_input = torch.stack(outs)  # (T, B, H)
             new_h.append(h)

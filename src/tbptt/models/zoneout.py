@@ -30,10 +30,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from tbptt.errors import ConfigError
-from tbptt.models.gating import State, apply_gate
+from tbptt.models.gating import State
 from tbptt.models.recurrent import Recurrent
 
 __all__ = ["check_rates", "zoneout_forward"]
@@ -92,37 +91,12 @@ def zoneout_forward(
     reset_steps = (
         set(torch.nonzero(resets.any(dim=1)).flatten().tolist()) if resets is not None else set()
     )
-    hs, cs = state if lstm else (state, None)
-    new_h, new_c = [], []
-    layer_input = inputs
-    for layer in range(rec.num_layers):
-        if layer > 0 and rec.dropout > 0 and training:
-            layer_input = F.dropout(layer_input, rec.dropout, True)
-        w_ih, w_hh, b_ih, b_hh = rec._weights(layer)
-        xproj = torch.addmm(b_ih, layer_input.reshape(T * B, -1), w_ih.t()).view(
-            T, B, -1
-        )  # (T, B, G*H)
-        h = hs[layer]  # (B, H)
-        c = cs[layer] if lstm else None
-        w_hh_t = w_hh.t()
-        outs = []
-        for t in range(T):
-            if gates is not None and gates[t] != 1.0:
-                h, c = apply_gate((h, c), gates[t]) if lstm else (apply_gate(h, gates[t]), None)
-            if t in reset_steps:
-                keep = (~resets[t]).to(h.dtype).unsqueeze(-1)  # (B, 1)
-                h = h * keep
-                c = c * keep if lstm else None
-            hproj = torch.addmm(b_hh, h, w_hh_t)  # (B, G*H)
-            h_new, c_new = rec._cell(xproj[t], hproj, h, c)
-            if lstm:
-                c = _zone(c, c_new, cell_rate, training)
-            h = _zone(h, h_new, hidden_rate, training)
-            outs.append(h)
-        layer_input = torch.stack(outs)  # (T, B, H)
-        new_h.append(h)
-        new_c.append(c)
-    hidden = torch.stack(new_h)  # (L, B, H)
-    if lstm:
-        return layer_input, (hidden, torch.stack(new_c))
-    return layer_input, hidden
+
+    def update(h, c, h_new, c_new):
+        if lstm:
+            c_new = _zone(c, c_new, cell_rate, training)
+        return _zone(h, h_new, hidden_rate, training), c_new
+
+    return rec._forward_autograd(
+        inputs, state, gates, resets, reset_steps, update=update, training=training
+    )
