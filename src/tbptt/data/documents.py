@@ -203,18 +203,11 @@ class RandomDocumentStream(RandomStream):
         self.starts = _check_starts(tokens, starts).to(tokens.device)
 
     def next(self, length: int) -> DocumentBatch | None:
-        if length < 1:
-            raise DataError(f"window length must be at least 1, got {length}")
-        if self.position >= self.steps:
+        drawn = self.next_rows(length)
+        if drawn is None:
             return None
-        n = min(length, self.steps - self.position, len(self.tokens) - 1)
-        starts = torch.randint(
-            0, len(self.tokens) - n, (self._batch_size,), generator=self.generator
-        )
-        rows = (starts[None, :] + torch.arange(n + 1)[:, None]).to(self.tokens.device)  # (T+1, B)
-        window = self.tokens[rows]
-        position = self.position
-        self.position += n
+        rows, position = drawn
+        window = self.tokens[rows]  # (T + 1, B)
         return DocumentBatch(
             inputs=window[:-1],
             targets=window[1:],

@@ -152,7 +152,8 @@ class RandomStream:
     def restart(self) -> None:
         self.position = 0
 
-    def next(self, length: int) -> Batch | None:
+    def next_rows(self, length: int) -> tuple[torch.Tensor, int] | None:
+        """Corpus indices (T + 1, B) of the next window and its position, or None at the end."""
         if length < 1:
             raise DataError(f"window length must be at least 1, got {length}")
         if self.position >= self.steps:
@@ -162,7 +163,14 @@ class RandomStream:
             0, len(self.tokens) - n, (self._batch_size,), generator=self.generator
         )
         rows = starts[None, :] + torch.arange(n + 1)[:, None]  # (T + 1, B)
-        window = self.tokens[rows]
         position = self.position
         self.position += n
+        return rows.to(self.tokens.device), position
+
+    def next(self, length: int) -> Batch | None:
+        drawn = self.next_rows(length)
+        if drawn is None:
+            return None
+        rows, position = drawn
+        window = self.tokens[rows]  # (T + 1, B)
         return Batch(inputs=window[:-1], targets=window[1:], reset=True, position=position)
