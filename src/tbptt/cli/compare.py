@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tbptt.cli.common import add_model_arguments, add_text_arguments, model_config_from_args
 from tbptt.cli.train import STRATEGY_HELP, _check_device
-from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
-from tbptt.models import KINDS, ModelConfig
+from tbptt.data import load_corpus, prepare_text
 from tbptt.report import run_summary, table_rows, verdicts, write_report
 from tbptt.train import OPTIMIZERS, TrainConfig
 from tbptt.train.compare import (
@@ -48,7 +48,7 @@ def compare_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
     )
-    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    t = TrainConfig()
     g = p.add_argument_group("what to compare")
     g.add_argument(
         "--strategies",
@@ -69,16 +69,9 @@ def compare_parser(sub) -> None:
     g.add_argument("--budget-seconds", type=float, metavar="S", help="training seconds per run")
     g.add_argument("--budget-tokens", type=int, metavar="N", help="training tokens per run")
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", help="a UTF-8 text file or a cache directory")
-    g.add_argument("--tokens", choices=TOKENIZERS, default="char")
-    g.add_argument("--normalize", choices=NORMALIZERS, default="letters")
-    g.add_argument("--valid-fraction", type=float, default=0.1)
+    add_text_arguments(g)
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=KINDS, default=d.kind, help=f"(default: {d.kind})")
-    g.add_argument("--hidden-size", type=int, default=d.hidden_size)
-    g.add_argument("--num-layers", type=int, default=d.num_layers)
-    g.add_argument("--embedding-size", type=int, default=d.embedding_size)
-    g.add_argument("--dropout", type=float, default=d.dropout)
+    add_model_arguments(g)
     g = p.add_argument_group("training")
     g.add_argument("--batch-size", type=int, default=t.batch_size)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=t.optimizer)
@@ -149,14 +142,7 @@ def compare_command(args) -> int:
     data = prepare_text(
         text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
     )
-    model = ModelConfig(
-        vocab_size=len(data.vocab),
-        kind=args.model,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        embedding_size=args.embedding_size,
-        dropout=args.dropout,
-    )
+    model = model_config_from_args(args, len(data.vocab))
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     budget = ", ".join(
         text

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tbptt.cli.common import add_model_arguments, add_text_arguments, model_config_from_args
 from tbptt.cli.resume import (
     Stopped,
     StopRequest,
@@ -21,10 +22,10 @@ from tbptt.cli.resume import (
     resume_arguments,
     saved_arguments,
 )
-from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
+from tbptt.data import load_corpus, prepare_text
 from tbptt.data.documents import prepare_documents, read_documents
 from tbptt.errors import ConfigError
-from tbptt.models import KINDS, ModelConfig, RecurrentLM
+from tbptt.models import RecurrentLM
 from tbptt.report import plot_training
 from tbptt.train import (
     OPTIMIZERS,
@@ -70,30 +71,9 @@ def train_parser(sub) -> None:
             prog, width=100
         ),
     )
-    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    t = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        metavar="PATH",
-        help="a UTF-8 text file, or a directory to cache The "
-        "Time Machine in (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)",
-    )
-    g.add_argument(
-        "--tokens", choices=TOKENIZERS, default="char", help="token level (default: char)"
-    )
-    g.add_argument(
-        "--normalize",
-        choices=NORMALIZERS,
-        default="letters",
-        help="letters: lowercase letters, everything else one space (the lecture's); "
-        "none: raw text (default: letters)",
-    )
-    g.add_argument(
-        "--valid-fraction",
-        type=float,
-        default=0.1,
-        help="tail held out for validation (default: 0.1)",
-    )
+    add_text_arguments(g)
     g.add_argument(
         "--documents",
         metavar="PATH",
@@ -113,47 +93,7 @@ def train_parser(sub) -> None:
         help="sequential: state carries across windows; random: random offsets, fresh state",
     )
     g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        choices=KINDS,
-        default=d.kind,
-        help=f"cell (default: {d.kind}; linear = identity RNN)",
-    )
-    g.add_argument(
-        "--hidden-size", type=int, default=d.hidden_size, help=f"(default: {d.hidden_size})"
-    )
-    g.add_argument(
-        "--num-layers", type=int, default=d.num_layers, help=f"(default: {d.num_layers})"
-    )
-    g.add_argument(
-        "--embedding-size",
-        type=int,
-        default=d.embedding_size,
-        help=f"0 = one-hot inputs (default: {d.embedding_size})",
-    )
-    g.add_argument("--dropout", type=float, default=d.dropout, help=f"(default: {d.dropout})")
-    g.add_argument(
-        "--zoneout",
-        type=float,
-        default=d.zoneout,
-        metavar="Z",
-        help="zoneout rate of the hidden state (Krueger et al. 2016; default: 0 = off)",
-    )
-    g.add_argument(
-        "--zoneout-cell",
-        type=float,
-        default=None,
-        metavar="Z",
-        help="LSTM cell-state zoneout rate (default: the same as --zoneout)",
-    )
-    g.add_argument(
-        "--spectral-norm",
-        type=float,
-        default=d.spectral_norm,
-        metavar="C",
-        help="bound the spectral norm of every recurrent block by C, exactly at every step "
-        "(e.g. 1.0; default: 0 = off)",
-    )
+    add_model_arguments(g)
     g = p.add_argument_group("training")
     g.add_argument(
         "--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})"
@@ -268,17 +208,7 @@ def train_command(args) -> int:
 
     data, path = _load_data(args)
     torch.manual_seed(args.seed)
-    model_config = ModelConfig(
-        vocab_size=len(data.vocab),
-        kind=args.model,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        embedding_size=args.embedding_size,
-        dropout=args.dropout,
-        spectral_norm=args.spectral_norm,
-        zoneout=args.zoneout,
-        zoneout_cell=args.zoneout_cell,
-    )
+    model_config = model_config_from_args(args, len(data.vocab))
     model = RecurrentLM(model_config)
 
     out = Path(args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
