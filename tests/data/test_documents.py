@@ -5,11 +5,10 @@ import torch
 
 from tbptt.data.documents import (
     DOC,
-    DocumentStream,
-    RandomDocumentStream,
     prepare_documents,
     read_documents,
 )
+from tbptt.data.streams import RandomStream, SequentialStream, StreamData
 from tbptt.errors import DataError
 
 
@@ -76,7 +75,7 @@ def _data():
 def test_sequential_windows_carry_their_own_reset_masks():
     data = _data()
     doc = data.vocab.stoi[DOC]
-    stream = DocumentStream(data.train, data.train_starts, 3)
+    stream = SequentialStream(data.train_split(), 3)
     seen = 0
     while (batch := stream.next(4)) is not None:
         assert batch.resets.shape == batch.inputs.shape
@@ -88,13 +87,11 @@ def test_sequential_windows_carry_their_own_reset_masks():
 def test_random_windows_carry_their_own_reset_masks():
     data = _data()
     doc = data.vocab.stoi[DOC]
-    stream = RandomDocumentStream(
-        data.train, data.train_starts, 4, torch.Generator().manual_seed(0)
-    )
+    stream = RandomStream(data.train_split(), 4, torch.Generator().manual_seed(0))
     batch = stream.next(9)
     assert batch.reset and torch.equal(batch.resets, batch.inputs == doc)
 
 
 def test_starts_must_match_the_tokens():
-    with pytest.raises(DataError, match="bool tensor shaped like the tokens"):
-        DocumentStream(torch.zeros(20, dtype=torch.long), torch.zeros(19, dtype=torch.bool), 2)
+    with pytest.raises(DataError, match=r"starts to be a bool tensor of shape \(20,\)"):
+        StreamData(torch.zeros(20, dtype=torch.long), starts=torch.zeros(19, dtype=torch.bool))

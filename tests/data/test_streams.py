@@ -40,7 +40,7 @@ def test_concatenated_windows_give_back_each_streams_slice(lengths):
 def test_batchify_layout_and_errors():
     data = batchify(torch.arange(10), 3)  # (3, 3): the last token is dropped
     assert data.tolist() == [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
-    with pytest.raises(DataError, match="smaller --batch-size"):
+    with pytest.raises(DataError, match="smaller batch size"):
         batchify(torch.arange(5), 4)
     with pytest.raises(DataError):
         batchify(torch.arange(5), 0)

@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from tbptt.data.documents import DocumentStream, prepare_documents
+from tbptt.data.documents import prepare_documents
+from tbptt.data.streams import SequentialStream
 from tbptt.models import ModelConfig, RecurrentLM
 from tbptt.models.custom import CustomLM
 from tbptt.train import TrainConfig, Trainer, sequence_gradient
@@ -129,7 +130,7 @@ def test_trainer_passes_each_window_its_reset_mask():
     )
     trainer = Trainer(model, data.train, data.valid, config, train_starts=data.train_starts)
     trainer.fit()
-    stream = DocumentStream(data.train, data.train_starts, 2)
+    stream = SequentialStream(data.train_split(), 2)
     inputs, targets = stream.data[:-1], stream.data[1:]
     resets = stream.starts[:-1]
     assert resets[1:].any()  # boundaries inside the window

@@ -9,7 +9,15 @@ from tbptt.data.corpus import (
     read_text,
 )
 from tbptt.data.dataset import TextData, prepare_text
-from tbptt.data.streams import Batch, RandomStream, SequentialStream, batchify, split_stream
+from tbptt.data.streams import (
+    Batch,
+    RandomStream,
+    SequentialStream,
+    Stream,
+    StreamData,
+    batchify,
+    split_stream,
+)
 from tbptt.data.tokenize import NORMALIZERS, TOKENIZERS, Vocab, normalize, tokenize
 
 __all__ = [
@@ -22,6 +30,8 @@ __all__ = [
     "TextData",
     "prepare_text",
     "Batch",
+    "Stream",
+    "StreamData",
     "RandomStream",
     "SequentialStream",
     "batchify",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tbptt.data.streams import split_stream
+from tbptt.data.streams import StreamData, split_stream
 from tbptt.data.tokenize import Vocab, normalize, tokenize
 from tbptt.errors import DataError
 
@@ -40,6 +40,14 @@ class TextData:
 
     def decode(self, indices) -> str:
         return self.vocab.decode(indices, self.separator)
+
+    def train_split(self) -> StreamData:
+        """The training tokens as a next-token :class:`~tbptt.data.StreamData`."""
+        return StreamData(self.train)
+
+    def valid_split(self) -> StreamData:
+        """The validation tokens as a next-token :class:`~tbptt.data.StreamData`."""
+        return StreamData(self.valid)
 
 
 def prepare_text(

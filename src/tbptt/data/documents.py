@@ -12,10 +12,11 @@ predicts ``<doc>`` (the end of its document)::
     tokens         <doc> a b <doc> c d e
     starts           1   0 0   1   0 0 0
 
-The stream and the mask are laid into the same B columns (see
-:mod:`tbptt.data.streams`), so each window of inputs (T, B) comes with its own
-(T, B) ``resets`` mask: each stream resets its state at its own boundaries,
-wherever they fall inside the window, and no gradient crosses them.
+The mask becomes the ``starts`` of the split's :class:`~tbptt.data.StreamData`
+(``data.train_split()``), which the streams of :mod:`tbptt.data.streams` lay
+into the same B columns as the tokens, so each window of inputs (T, B) comes
+with its own (T, B) ``resets`` mask: each stream resets its state at its own
+boundaries, wherever they fall inside the window, and no gradient crosses them.
 """
 
 from __future__ import annotations
@@ -27,19 +28,11 @@ import torch
 
 from tbptt.data.corpus import read_text
 from tbptt.data.dataset import TextData
-from tbptt.data.streams import Batch, RandomStream, SequentialStream, batchify, split_stream
+from tbptt.data.streams import StreamData, split_stream
 from tbptt.data.tokenize import Vocab, normalize, tokenize
 from tbptt.errors import DataError
 
-__all__ = [
-    "DOC",
-    "DocumentBatch",
-    "DocumentData",
-    "read_documents",
-    "prepare_documents",
-    "DocumentStream",
-    "RandomDocumentStream",
-]
+__all__ = ["DOC", "DocumentData", "read_documents", "prepare_documents"]
 
 DOC = "<doc>"
 
@@ -100,6 +93,12 @@ class DocumentData(TextData):
     valid_starts: torch.Tensor
     documents: int
 
+    def train_split(self) -> StreamData:
+        return StreamData(self.train, starts=self.train_starts)
+
+    def valid_split(self) -> StreamData:
+        return StreamData(self.valid, starts=self.valid_starts)
+
 
 def prepare_documents(
     documents: list[str],
@@ -144,74 +143,3 @@ def prepare_documents(
         valid_starts=valid_starts,
         documents=sum(starts),
     )
-
-
-@dataclass(frozen=True)
-class DocumentBatch(Batch):
-    """A :class:`~tbptt.data.Batch` with ``resets`` (T, B) bool: True where stream b's
-    document starts at row t (its state is zeroed just before reading that row)."""
-
-    resets: torch.Tensor | None = None
-
-
-def _check_starts(tokens: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-    starts = torch.as_tensor(starts)
-    if starts.shape != tokens.shape or starts.dtype != torch.bool:
-        raise DataError(
-            f"document starts must be a bool tensor shaped like the tokens {tuple(tokens.shape)}, "
-            f"got {starts.dtype} {tuple(starts.shape)}"
-        )
-    return starts
-
-
-class DocumentStream(SequentialStream):
-    """:class:`~tbptt.data.SequentialStream` whose batches carry per-stream ``resets``.
-
-    ``starts`` (N,) bool is laid into the same (N / B, B) columns as the tokens.
-    """
-
-    def __init__(self, tokens: torch.Tensor, starts: torch.Tensor, batch_size: int):
-        super().__init__(tokens, batch_size)
-        self.starts = batchify(_check_starts(tokens, starts).to(tokens.device), batch_size)
-
-    def next(self, length: int) -> DocumentBatch | None:
-        batch = super().next(length)
-        if batch is None:
-            return None
-        T = batch.inputs.shape[0]
-        resets = self.starts[batch.position : batch.position + T]  # (T, B)
-        return DocumentBatch(
-            inputs=batch.inputs,
-            targets=batch.targets,
-            reset=batch.reset,
-            position=batch.position,
-            resets=resets,
-        )
-
-
-class RandomDocumentStream(RandomStream):
-    """:class:`~tbptt.data.RandomStream` whose batches carry per-stream ``resets``."""
-
-    def __init__(
-        self,
-        tokens: torch.Tensor,
-        starts: torch.Tensor,
-        batch_size: int,
-        generator: torch.Generator,
-    ):
-        super().__init__(tokens, batch_size, generator)
-        self.starts = _check_starts(tokens, starts).to(tokens.device)
-
-    def next(self, length: int) -> DocumentBatch | None:
-        drawn = self.next_rows(length)
-        if drawn is None:
-            return None
-        rows, position = drawn
-        window = self.tokens[rows]  # (T + 1, B)
-        return DocumentBatch(
-            inputs=window[:-1],
-            targets=window[1:],
-            reset=True,
-            position=position,
-            resets=self.starts[rows[:-1]],  # (T, B)
-        )

@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from tbptt.data.documents import DocumentStream, RandomDocumentStream
-from tbptt.data.streams import RandomStream, SequentialStream
+from tbptt.data.streams import RandomStream, SequentialStream, StreamData
 from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.models.gating import State, detach_state, map_state
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
@@ -168,16 +167,13 @@ class Trainer:
         self.strategy: Strategy = parse_strategy(config.strategy)
         self.generator = torch.Generator().manual_seed(config.seed)
         train_tokens = train_tokens.to(self.device)
-        if train_starts is not None and config.sampling == "random":
-            self.stream = RandomDocumentStream(
-                train_tokens, train_starts, config.batch_size, self.generator
-            )
-        elif train_starts is not None:
-            self.stream = DocumentStream(train_tokens, train_starts, config.batch_size)
-        elif config.sampling == "random":
-            self.stream = RandomStream(train_tokens, config.batch_size, self.generator)
+        split = StreamData(
+            train_tokens, starts=train_starts.to(self.device) if train_starts is not None else None
+        )
+        if config.sampling == "random":
+            self.stream = RandomStream(split, config.batch_size, self.generator)
         else:
-            self.stream = SequentialStream(train_tokens, config.batch_size)
+            self.stream = SequentialStream(split, config.batch_size)
         need = self.strategy.reference_length(self.stream.steps)
         if self.stream.steps < max(1, need):  # an epoch of no window would train nothing
             have = len(train_tokens)
@@ -390,7 +386,7 @@ class Trainer:
                 batch.targets,
                 window,
                 batch.reset,
-                resets=getattr(batch, "resets", None),
+                resets=batch.resets,
             )
             self._epoch_seconds += time.perf_counter() - start
             if not record["skipped"]:
