@@ -53,6 +53,7 @@ from tbptt.data import load_corpus, prepare_text
 from tbptt.errors import SpecError, TbpttError
 from tbptt.models import ModelConfig, RecurrentLM
 from tbptt.train import TrainConfig, Trainer
+from tbptt.tree import detach_state
 from tbptt.truncation import parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +103,6 @@ class CellLM(nn.Module):
                 inp = state[layer][0] if self.kind == "lstm" else state[layer]
             outs.append(inp)
         return self.head(torch.stack(outs)), state  # (T, B, V)
-
-
-def detach(state):
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    return type(state)(detach(s) for s in state)
 
 
 @dataclass
@@ -164,7 +159,7 @@ class HandLoop:
         n = min(s.k, len(data) - 1 - self.position)
         x = data[self.position : self.position + n]  # (T, B)
         y = data[self.position + 1 : self.position + 1 + n]  # (T, B)
-        state = self.fresh_state() if self.state is None else detach(self.state)
+        state = self.fresh_state() if self.state is None else detach_state(self.state)
         logits, state = self.model(x, state)
         loss = F.cross_entropy(logits.view(-1, s.vocab), y.reshape(-1))
         self.opt.zero_grad()

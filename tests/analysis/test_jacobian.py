@@ -7,14 +7,14 @@ import torch
 
 from tbptt.analysis import (
     fit_rate,
-    flatten_state,
     jacobian_norms,
     matrix_with_spectral_radius,
     recurrent_blocks,
     reference_radius,
     spectrum,
     state_jacobians,
-    unflatten_state,
+    state_vector,
+    vector_state,
 )
 from tbptt.errors import ConfigError
 from tbptt.models import ModelConfig, RecurrentLM
@@ -25,8 +25,8 @@ KINDS = ["gru", "lstm", "rnn", "linear"]
 
 def _run(model, inputs, flat, like):
     """The state after running ``inputs`` from the flat state: the reference map s_t -> s_T."""
-    _, state = model.recurrent(model.embed(inputs), unflatten_state(flat, like))
-    return flatten_state(state)
+    _, state = model.recurrent(model.embed(inputs), vector_state(flat, like))
+    return state_vector(state)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -36,9 +36,9 @@ def test_norms_equal_autograd_jacobians_of_the_unrolled_map(kind):
     inputs, _ = tiny_batch(T=T)
     g = torch.Generator().manual_seed(3)
     like = model.initial_state(3)
-    start = torch.randn(3, flatten_state(like).shape[1], generator=g, dtype=torch.float64) * 0.5
-    got = jacobian_norms(model, inputs, state=unflatten_state(start, like))
-    got_fro = jacobian_norms(model, inputs, state=unflatten_state(start, like), norm="frobenius")
+    start = torch.randn(3, state_vector(like).shape[1], generator=g, dtype=torch.float64) * 0.5
+    got = jacobian_norms(model, inputs, state=vector_state(start, like))
+    got_fro = jacobian_norms(model, inputs, state=vector_state(start, like), norm="frobenius")
     # reference: the state s_{T-k} by running forward, then the Jacobian of s_{T-k} -> s_T
     S = start.shape[1]
     assert got.log_norms[:, 0].tolist() == [0.0] * 3  # k = 0: the identity
@@ -64,7 +64,7 @@ def test_one_step_jacobians_equal_autograd(kind):
     inputs, _ = tiny_batch(T=3)
     jacobians, final = state_jacobians(model, inputs)
     like = model.initial_state(3)
-    s = flatten_state(like)
+    s = state_vector(like)
     for t in range(3):
         J = torch.autograd.functional.jacobian(
             lambda f, t=t: _run(model, inputs[t : t + 1], f, like), s
@@ -72,7 +72,7 @@ def test_one_step_jacobians_equal_autograd(kind):
         for b in range(3):
             torch.testing.assert_close(jacobians[t][b], J[b, :, b, :], rtol=0, atol=1e-12)
         s = _run(model, inputs[t : t + 1], s, like).detach()
-    torch.testing.assert_close(flatten_state(final), s, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state_vector(final), s, rtol=0, atol=1e-12)
 
 
 def _linear_lm(w_hh, vocab=7):
@@ -195,10 +195,10 @@ def test_jacobians_follow_the_models_own_step_with_zoneout():
     inputs, _ = tiny_batch(T=2)
     jacobians, _ = state_jacobians(model, inputs)
     like = model.initial_state(3)
-    s = flatten_state(like)
+    s = state_vector(like)
 
     def step(flat):
-        return flatten_state(model(inputs[:1], unflatten_state(flat, like))[1])
+        return state_vector(model(inputs[:1], vector_state(flat, like))[1])
 
     J = torch.autograd.functional.jacobian(step, s)
     for b in range(3):

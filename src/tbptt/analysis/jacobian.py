@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from tbptt.errors import ConfigError
-from tbptt.models.gating import State
+from tbptt.tree import State, flatten_state, map_state, state_tensors, unflatten_state
 
 __all__ = [
     "NORMS",
     "JacobianProfile",
-    "flatten_state",
-    "unflatten_state",
+    "state_vector",
+    "vector_state",
     "state_jacobians",
     "jacobian_norms",
     "fit_rate",
@@ -46,21 +46,21 @@ __all__ = [
 NORMS = ("spectral", "frobenius")
 
 
-def flatten_state(state: State) -> torch.Tensor:
+def state_vector(state: State) -> torch.Tensor:
     """(L, B, H) or ((L, B, H), (L, B, H)) -> (B, S): layers (then cell) side by side."""
-    parts = state if isinstance(state, tuple) else (state,)
+    parts = state_tensors(state)
     return torch.cat([p.transpose(0, 1).flatten(1) for p in parts], dim=1)  # (B, S)
 
 
-def unflatten_state(flat: torch.Tensor, like: State) -> State:
-    """Inverse of :func:`flatten_state`, shaped like ``like``."""
-    parts = like if isinstance(like, tuple) else (like,)
+def vector_state(flat: torch.Tensor, like: State) -> State:
+    """Inverse of :func:`state_vector`, shaped like ``like``."""
+    parts, spec = flatten_state(like)
     out, start = [], 0
     for p in parts:
         L, B, H = p.shape
         out.append(flat[:, start : start + L * H].reshape(B, L, H).transpose(0, 1))  # (L, B, H)
         start += L * H
-    return tuple(out) if isinstance(like, tuple) else out[0]
+    return unflatten_state(spec, out)
 
 
 def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None = None):
@@ -78,7 +78,7 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
     """
     if state is None:
         state = model.initial_state(inputs.shape[1])
-    flat = flatten_state(state).detach()  # (B, S)
+    flat = state_vector(state).detach()  # (B, S)
     B, S = flat.shape
     # S replicas of every stream, replica j seeded with grad e_j: one ordinary backward
     # then gives row j of every stream's A_t (the replicas never interact). The step is
@@ -90,22 +90,20 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
         with torch.enable_grad():
             _, out = model(
                 tokens.repeat(S).unsqueeze(0),  # (1, S B)
-                unflatten_state(s_in, _replicate(state, S)),
+                vector_state(s_in, _replicate(state, S)),
                 path="steps",
             )
-            (rows,) = torch.autograd.grad(flatten_state(out), s_in, seed)  # (S B, S)
+            (rows,) = torch.autograd.grad(state_vector(out), s_in, seed)  # (S B, S)
         jacobians.append(rows.view(S, B, S).transpose(0, 1))  # (B, S, S): [b, j, i]
         with torch.no_grad():
             _, state = model(tokens.unsqueeze(0), state, path="steps")
-        flat = flatten_state(state)
+        flat = state_vector(state)
     return jacobians, state
 
 
 def _replicate(state: State, copies: int) -> State:
     """A state shaped for a batch of ``copies`` times B (only its shape is used)."""
-    if isinstance(state, tuple):
-        return tuple(s.repeat(1, copies, 1) for s in state)
-    return state.repeat(1, copies, 1)
+    return map_state(lambda s: s.repeat(1, copies, 1), state)
 
 
 def _spectral_norm(

@@ -14,14 +14,13 @@ works for LSTM's (hidden, cell) and for user modules alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ScaleGrad", "apply_gate", "detach_state", "map_state", "segments"]
+from tbptt.tree import State, detach_state, map_state
 
-State = Any  # a tensor, or a tuple / list / dict of states
+__all__ = ["State", "ScaleGrad", "apply_gate", "detach_state", "map_state", "segments"]
 
 
 class ScaleGrad(torch.autograd.Function):
@@ -35,28 +34,6 @@ class ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         return grad * ctx.xi, None
-
-
-def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
-    """Apply ``fn`` to every tensor of a (nested) state, keeping its structure."""
-    if isinstance(state, torch.Tensor):
-        return fn(state)
-    if isinstance(state, tuple):
-        return tuple(map_state(fn, s) for s in state)
-    if isinstance(state, list):
-        return [map_state(fn, s) for s in state]
-    if isinstance(state, dict):
-        return {k: map_state(fn, v) for k, v in state.items()}
-    if state is None:
-        return None
-    raise TypeError(
-        f"Expected a state made of tensors (or tuples, lists, dicts of them), got {type(state).__name__}"
-    )
-
-
-def detach_state(state: State) -> State:
-    """``detach()`` every tensor of a state (xi = 0)."""
-    return map_state(torch.Tensor.detach, state)
 
 
 def apply_gate(state: State, xi: float) -> State:

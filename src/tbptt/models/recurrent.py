@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tbptt.errors import ConfigError
-from tbptt.models.gating import State, apply_gate, segments
+from tbptt.models.gating import State, apply_gate, map_state, segments
 from tbptt.models.steps import gated_layer
 
 __all__ = ["KINDS", "Recurrent"]
@@ -70,9 +70,7 @@ def _reset_streams(state: State, reset: torch.Tensor) -> State:
     A multiplication by 0, so exactly no gradient crosses the reset.
     """
     keep = (~reset).view(1, -1, 1)  # (1, B, 1)
-    if isinstance(state, tuple):
-        return tuple(s * keep.to(s.dtype) for s in state)
-    return state * keep.to(state.dtype)
+    return map_state(lambda s: s * keep.to(s.dtype), state)
 
 
 class _LinearRNN(nn.Module):

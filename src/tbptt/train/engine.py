@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tbptt.models.gating import State, detach_state, map_state
+from tbptt.tree import State, detach_state, flatten_state, map_state, unflatten_state
 from tbptt.truncation import Strategy, Window
 
 __all__ = [
@@ -110,50 +110,6 @@ def _loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _flatten(state: State) -> tuple[list[torch.Tensor], object]:
-    """A state's tensors in a fixed order, and a spec to rebuild it (for checkpoint's arguments)."""
-    if isinstance(state, torch.Tensor):
-        return [state], "T"
-    if state is None:
-        return [], None
-    if isinstance(state, (tuple, list)):
-        flat, specs = [], []
-        for s in state:
-            f, sp = _flatten(s)
-            flat += f
-            specs.append((len(f), sp))
-        return flat, (type(state), specs)
-    if isinstance(state, dict):
-        flat, specs = [], []
-        for k, s in state.items():
-            f, sp = _flatten(s)
-            flat += f
-            specs.append((k, len(f), sp))
-        return flat, (dict, specs)
-    raise TypeError(
-        f"Expected a state made of tensors (or tuples, lists, dicts of them), got {type(state).__name__}"
-    )
-
-
-def _unflatten(spec, flat: list[torch.Tensor]) -> State:
-    if spec == "T":
-        return flat[0]
-    if spec is None:
-        return None
-    kind, specs = spec
-    if kind is dict:
-        out, i = {}, 0
-        for k, n, sp in specs:
-            out[k] = _unflatten(sp, flat[i : i + n])
-            i += n
-        return out
-    out, i = [], 0
-    for n, sp in specs:
-        out.append(_unflatten(sp, flat[i : i + n]))
-        i += n
-    return kind(out)
-
-
 class SegmentCheckpoint(torch.autograd.Function):
     """Activation checkpointing for one segment: ``run(*tensors) -> outputs``.
 
@@ -202,11 +158,11 @@ def _forward_loss(model, inputs, targets, state, gates, resets, segment: int):
         stop = min(T, start + segment)
         g = gates[start:stop] if gates is not None else None
         r = resets[start:stop] if resets is not None else None
-        flat, spec = _flatten(state)
+        flat, spec = flatten_state(state)
 
         def run(*tensors, x=inputs[start:stop], y=targets[start:stop], g=g, r=r, spec=spec):
-            logits, new_state = _call(model, x, _unflatten(spec, list(tensors)), g, r)
-            new_flat, new_spec = _flatten(new_state)
+            logits, new_state = _call(model, x, unflatten_state(spec, list(tensors)), g, r)
+            new_flat, new_spec = flatten_state(new_state)
             run.spec = new_spec
             return (_loss_sum(logits, y), *new_flat)
 
@@ -214,7 +170,7 @@ def _forward_loss(model, inputs, targets, state, gates, resets, segment: int):
         # state does not (a fresh or detached state).
         anchor = torch.ones((), requires_grad=True)
         loss, *new_flat = SegmentCheckpoint.apply(run, anchor, *flat)
-        state = _unflatten(run.spec, new_flat)
+        state = unflatten_state(run.spec, new_flat)
         total = loss if total is None else total + loss
     return total, state
 

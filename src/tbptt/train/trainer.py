@@ -30,11 +30,11 @@ from torch import nn
 
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData
 from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from tbptt.models.gating import State, detach_state, map_state
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
 from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_resets, evaluation_streams
 from tbptt.train.metrics import MetricsWriter
+from tbptt.tree import State, cpu_copy, detach_state, map_state, state_tensors
 from tbptt.truncation import Strategy, Window, parse_strategy
 
 __all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "MEASURED_FIELDS", "build_optimizer"]
@@ -292,7 +292,7 @@ class Trainer:
         """
         state = self.state
         if not getattr(self.strategy, "keeps_graph", False):
-            held = [t for t in _tensors(state) if t.grad_fn is not None]
+            held = [t for t in state_tensors(state) if t.grad_fn is not None]
             if held:
                 raise ConfigError(
                     f"the carried state still holds an autograd graph (grad_fn "
@@ -302,9 +302,9 @@ class Trainer:
                 )
         want = self._state_shapes.get(batch_size)
         if want is None:  # built once per batch size, not every window
-            want = [tuple(t.shape) for t in _tensors(self._initial_state(batch_size))]
+            want = [tuple(t.shape) for t in state_tensors(self._initial_state(batch_size))]
             self._state_shapes[batch_size] = want
-        got = [tuple(t.shape) for t in _tensors(state)]
+        got = [tuple(t.shape) for t in state_tensors(state)]
         if got != want:
             raise ConfigError(
                 f"the carried state has shape {_shapes(got)} but a window of batch size "
@@ -500,7 +500,7 @@ class Trainer:
         configuration. Only tensors, numbers, strings and containers, so
         ``torch.load(weights_only=True)`` reads it.
         """
-        return _cpu_copy(
+        return cpu_copy(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -554,19 +554,6 @@ class Trainer:
         restore_rng(d["rng"] if "rng" in d else {"torch": d["torch_rng"]})
 
 
-def _cpu_copy(obj):
-    """A copy of nested containers with every tensor detached, cloned and moved to the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(_cpu_copy(v) for v in obj)
-    if isinstance(obj, list):
-        return [_cpu_copy(v) for v in obj]
-    return obj
-
-
 def _check_same_parameters(saved: dict, current: dict) -> None:
     """One-line CheckpointError naming the first parameters that differ in name or shape."""
     problems = [f"{k} is missing" for k in current if k not in saved]
@@ -582,13 +569,6 @@ def _check_same_parameters(saved: dict, current: dict) -> None:
             f"the checkpoint holds another model: {'; '.join(problems[:3])}{more}; "
             "resume with the same model options, or start a new run"
         )
-
-
-def _tensors(state: State) -> list[torch.Tensor]:
-    """The tensors of a (nested) state, in a fixed order."""
-    found: list[torch.Tensor] = []
-    map_state(lambda t: found.append(t) or t, state)
-    return found
 
 
 def _shapes(shapes: list[tuple[int, ...]]) -> str:
