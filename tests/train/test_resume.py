@@ -561,3 +561,21 @@ def test_trainer_resumes_bitwise_on_cuda(strategy, tmp_path):
         assert p.is_cuda and torch.equal(p, q), f"{name} differs after resuming at step {stop}"
     lines = comparable(first.metrics.records) + comparable(second.metrics.records)
     assert lines == comparable(reference.metrics.records)
+
+
+@pytest.mark.slow
+def test_resume_honours_an_explicit_flag_even_at_its_default_value(text, tmp_path):
+    # The run is saved with --epochs 2 and --lr 0.01; the flags given on resume carry the
+    # parser's default values (10 epochs, lr 0.005), which must still count as given.
+    out = tmp_path / "run"
+    argv = train_args(text, out, "regular:6") + ["--lr", "0.01"]
+    assert run_in_process(argv)[0] == 0
+
+    code, err = run_in_process(["train", "--resume", str(out), "--lr", "0.005"])
+    assert code == 2 and "--lr 0.005 differs from the run's 0.01" in err and err.count("\n") == 1
+
+    code, err = run_in_process(["train", "--resume", str(out), "--epochs", "10"])
+    assert code == 0, err
+    epochs = [r["epoch"] for r in read_metrics(out / "metrics.jsonl") if r["event"] == "epoch"]
+    assert epochs == list(range(1, 11))
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 10

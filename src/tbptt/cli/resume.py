@@ -41,16 +41,6 @@ RESUME_MAY_CHANGE = frozenset(
 RESOLVED_MAY_CHANGE = ("data.path", "train.epochs", "train.nonfinite", "train.device")
 
 
-def _parser_defaults() -> dict:
-    import argparse
-
-    from tbptt.cli.train import train_parser  # the parser lives with its command
-
-    parser = argparse.ArgumentParser(add_help=False)
-    train_parser(parser.add_subparsers())
-    return vars(parser.parse_args(["train"]))
-
-
 def saved_arguments(args) -> dict:
     """The command line as plain data (saved in every checkpoint, so --resume can rebuild it)."""
     plain = (str, int, float, bool, type(None))
@@ -59,8 +49,12 @@ def saved_arguments(args) -> dict:
     }
 
 
-def resume_arguments(args):
-    """``args`` for ``--resume DIR``: the run's saved flags, overridden only where allowed."""
+def resume_arguments(args, *, given: set[str], known: set[str]):
+    """``args`` for ``--resume DIR``: the run's saved flags, overridden only where allowed.
+
+    ``given``: the flags given on this command line (explicitly, whatever their value);
+    ``known``: every flag this version has (a saved flag it lacks is ignored).
+    """
     directory = Path(args.resume)
     if args.out and Path(args.out) != directory:
         raise ConfigError(
@@ -78,17 +72,15 @@ def resume_arguments(args):
             "pass the --out directory of a run that wrote one"
         )
     saved = found[1].get("args") or {}
-    defaults = _parser_defaults()
     for key, value in saved.items():
-        if key in ("command", "out") or key not in defaults:  # a flag this version lacks
+        if key in ("command", "out") or key not in known:  # a flag this version lacks
             continue
-        given = getattr(args, key, defaults[key])
-        if given == defaults[key]:
+        if key not in given:
             setattr(args, key, value)
-        elif given != value and key not in RESUME_MAY_CHANGE:
+        elif getattr(args, key) != value and key not in RESUME_MAY_CHANGE:
             flag = "--" + key.replace("_", "-")
             raise CheckpointError(
-                f"--resume {directory}: {flag} {given} differs from the run's {value!r}; "
+                f"--resume {directory}: {flag} {getattr(args, key)} differs from the run's {value!r}; "
                 "drop the flag to continue the run as it was, or start a new run with --out"
             )
     args.out = str(directory)

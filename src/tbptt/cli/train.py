@@ -163,7 +163,10 @@ def train_parser(sub) -> None:
         metavar="N",
         help="keep the last N checkpoints in DIR/checkpoints (default: 3)",
     )
-    p.set_defaults(command=train_command)
+    # Every flag defaults to None, so a flag given explicitly is always known (even when its
+    # value is the default); the defaults themselves are filled in by train_command.
+    defaults = {a.dest: a.default for a in p._actions if a.dest not in ("help", "resume", "out")}
+    p.set_defaults(**dict.fromkeys(defaults), command=train_command, flag_defaults=defaults)
 
 
 def _check_device(name: str) -> torch.device:
@@ -179,8 +182,14 @@ def _check_device(name: str) -> torch.device:
 
 
 def train_command(args) -> int:
+    defaults = args.flag_defaults
+    given = {key for key in defaults if getattr(args, key) is not None}
     if getattr(args, "resume", None):
-        args = resume_arguments(args)  # the run's saved flags, plus the few that may change
+        # the run's saved flags, plus the few given flags that may change
+        args = resume_arguments(args, given=given, known=set(defaults))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     # Validate everything cheap before touching data, so mistakes are reported at once.
     every_steps, every_seconds = parse_interval(args.checkpoint_every)
     if args.keep_checkpoints < 1:
