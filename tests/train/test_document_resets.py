@@ -128,7 +128,7 @@ def test_trainer_passes_each_window_its_reset_mask():
         lr_schedule="constant",
         clip=0,
     )
-    trainer = Trainer(model, data.train, data.valid, config, train_starts=data.train_starts)
+    trainer = Trainer(model, data.train_split(), data.valid, config)
     trainer.fit()
     stream = SequentialStream(data.train_split(), 2)
     inputs, targets = stream.data[:-1], stream.data[1:]

@@ -250,12 +250,10 @@ def train_command(args) -> int:
         metrics = MetricsWriter(out / "metrics.jsonl")
     trainer = Trainer(
         model,
-        data.train,
-        data.valid,
+        data.train_split(),
+        data.valid_split(),
         config,
         metrics=metrics,
-        train_starts=getattr(data, "train_starts", None),
-        valid_starts=getattr(data, "valid_starts", None),
     )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])

@@ -222,7 +222,7 @@ def _check_lengths(specs: list[str], stream_steps: int, batch_size: int, n_token
             raise DataError(
                 f"the training text has {n_tokens} tokens: {batch_size} streams of {stream_steps} "
                 f"steps, shorter than one {spec} window of {need} steps; use a longer text, "
-                "a smaller --batch-size or a shorter window"
+                "a smaller batch size or a shorter window"
             )
 
 
@@ -377,7 +377,7 @@ def _one_run(
     model = RecurrentLM(model_config)
     model.load_state_dict(initial)
     torch.manual_seed(seed)  # dropout masks: the same stream for every strategy of this seed
-    trainer = Trainer(model, data.train, data.valid, train, metrics=metrics)
+    trainer = Trainer(model, data.train_split(), data.valid_split(), train, metrics=metrics)
     if on_run_start is not None:
         on_run_start(info)
 

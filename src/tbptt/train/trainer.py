@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from tbptt.data.streams import RandomStream, SequentialStream, StreamData
+from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
 from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
 from tbptt.train.engine import Context, run_window
@@ -137,28 +137,25 @@ class Trainer:
     Args:
         model: a module called as ``model(inputs (T, B), state, gates) -> (logits (T, B, V), state)``
             with ``initial_state(batch_size)``; :class:`tbptt.models.RecurrentLM` is one.
-        train_tokens: (N,) training stream.
-        valid_tokens: (M,) validation stream (may be empty: no evaluation).
+        train: the training split, a :class:`~tbptt.data.StreamData` (``data.train_split()``)
+            or a (N,) token tensor. Where its ``starts`` mark documents (see
+            :mod:`tbptt.data.documents`), each window carries a (T, B) ``resets`` mask
+            passed to ``model(..., resets=)``, and every stream resets its state at its
+            own document boundaries.
+        valid: the validation split, the same way (may be empty: no evaluation); its
+            ``starts`` restart the state at each validation document too.
         config: the options.
         metrics: where step and epoch records go (None: kept in memory only).
-        train_starts: (N,) bool, True where a document starts in ``train_tokens``
-            (see :mod:`tbptt.data.documents`): each window then carries a (T, B)
-            ``resets`` mask passed to ``model(..., resets=)``, and every stream
-            resets its state at its own document boundaries.
-        valid_starts: (M,) bool, the same for ``valid_tokens``: evaluation then
-            restarts the state at each validation document too.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        train_tokens: torch.Tensor,
-        valid_tokens: torch.Tensor,
+        train: StreamData | torch.Tensor,
+        valid: StreamData | torch.Tensor,
         config: TrainConfig,
         *,
         metrics: MetricsWriter | None = None,
-        train_starts: torch.Tensor | None = None,
-        valid_starts: torch.Tensor | None = None,
     ):
         config.check()
         self.config = config
@@ -166,10 +163,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.strategy: Strategy = parse_strategy(config.strategy)
         self.generator = torch.Generator().manual_seed(config.seed)
-        train_tokens = train_tokens.to(self.device)
-        split = StreamData(
-            train_tokens, starts=train_starts.to(self.device) if train_starts is not None else None
-        )
+        split = as_stream_data(train).to(self.device)
+        train_tokens = split.inputs
+        valid = as_stream_data(valid)
+        valid_tokens, valid_starts = valid.inputs, valid.starts
         if config.sampling == "random":
             self.stream = RandomStream(split, config.batch_size, self.generator)
         else:
@@ -180,7 +177,7 @@ class Trainer:
             raise DataError(
                 f"the training text has {have} tokens: {config.batch_size} streams of "
                 f"{self.stream.steps} steps, shorter than one {self.strategy.spec} window of {need} "
-                f"steps; use a longer text, a smaller --batch-size or a shorter window"
+                f"steps; use a longer text, a smaller batch size or a shorter window"
             )
         self.reference_length = need
         self.optimizer = build_optimizer(config, self.model.parameters())
