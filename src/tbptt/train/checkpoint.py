@@ -27,13 +27,14 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tbptt.errors import CheckpointError, ConfigError, NonFiniteError
+from tbptt.tree import leaves
 
 __all__ = [
     "FORMAT",
@@ -62,18 +63,6 @@ _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 # -- writing and reading one file ------------------------------------------------------
 
 
-def _walk(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, leaf) for every leaf of nested dicts, lists and tuples."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, f"{key}.{k}" if key else str(k))
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from _walk(v, f"{key}[{i}]")
-    else:
-        yield key, value
-
-
 def nonfinite_entries(payload: Any) -> list[str]:
     """Dotted keys of the floating tensors in ``payload`` holding NaN or infinity.
 
@@ -81,7 +70,7 @@ def nonfinite_entries(payload: Any) -> list[str]:
     numbers in a configuration may legitimately be infinite (an unset limit).
     """
     bad = []
-    for key, leaf in _walk(payload):
+    for key, leaf in leaves(payload):
         if isinstance(leaf, torch.Tensor) and (leaf.is_floating_point() or leaf.is_complex()):
             if leaf.numel() and not bool(torch.isfinite(leaf).all()):
                 bad.append(key)
