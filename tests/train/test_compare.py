@@ -99,7 +99,7 @@ def test_bad_configurations_are_reported_before_training(tmp_path):
         run_comparison(data, CompareConfig(strategies=("regular:5", "regular:5"), budget_epochs=1))
     with pytest.raises(SpecError):
         run_comparison(data, CompareConfig(strategies=("sometimes",), budget_epochs=1))
-    with pytest.raises(ConfigError, match="vocabulary size"):
+    with pytest.raises(ConfigError, match="vocab_size=3"):
         run_comparison(data, CompareConfig(budget_epochs=1), model=ModelConfig(vocab_size=3))
     with pytest.raises(DataError, match="shorter than one regular:5000 window"):
         run_comparison(

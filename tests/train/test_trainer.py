@@ -9,7 +9,7 @@ from tbptt.train import (
     TrainConfig,
     Trainer,
     evaluate,
-    evaluation_streams,
+    evaluation_batch,
     generate,
     unigram_perplexity,
 )
@@ -125,17 +125,22 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
 def test_evaluation_is_token_weighted_carries_state_and_scores_every_token():
     model = tiny_lm("lstm", layers=2)
     valid = _tokens(23, seed=3)
-    inputs, targets = evaluation_streams(5, valid, 4)  # 4 columns of 6, the last padded
-    assert int((targets != -100).sum()) == 23 and inputs[0, 0] == 5
-    total, count = evaluate(model, inputs, targets, window=2)
+    batch = evaluation_batch(valid, 4, context=torch.tensor(5))  # 4 columns of 6, the last padded
+    inputs, targets, mask = batch.inputs, batch.targets, batch.mask
+    assert int(mask.sum()) == 23 and inputs[0, 0] == 5
+    assert (
+        targets[:, 0].tolist() == valid[:6].tolist()
+        and inputs[1:, 0].tolist() == valid[:5].tolist()
+    )
+    sums = evaluate(model, batch, window=2)
     # reference: each column in one pass from a zero state
     ref = 0.0
     for b in range(4):
-        keep = targets[:, b] != -100
+        keep = mask[:, b]
         logits, _ = model(inputs[:, b : b + 1][keep])
         ref += F.cross_entropy(logits[:, 0], targets[:, b][keep], reduction="sum").item()
-    assert count == 23
-    assert total == pytest.approx(ref, abs=1e-9)
+    assert sums["count"] == 23
+    assert sums["loss_sum"] == pytest.approx(ref, abs=1e-9)
 
 
 def test_unigram_perplexity_closed_form():
@@ -172,15 +177,15 @@ def test_sampled_generation_is_reproducible_from_its_generator():
 
 
 def test_validation_restarts_state_at_document_starts():
-    from tbptt.train import evaluation_resets
+    from tbptt.data import StreamData
 
     model = tiny_lm("lstm", layers=2)
     valid = _tokens(14, seed=5)
     starts = torch.zeros(14, dtype=torch.bool)
     starts[[0, 6]] = True  # documents valid[0:6] and valid[6:14]
-    inputs, targets = evaluation_streams(3, valid, 1)  # one column: (14, 1)
-    resets = evaluation_resets(starts, 1)
-    total, count = evaluate(model, inputs, targets, window=4, resets=resets)
+    batch = evaluation_batch(StreamData(valid, starts=starts), 1, context=torch.tensor(3))
+    inputs, targets = batch.inputs, batch.targets  # one column: (14, 1)
+    total = evaluate(model, batch, window=4)["loss_sum"]
     # reference: the first document read after the context token (its first input is the
     # context, reset before reading valid[0]); the second from a fresh state from valid[6] on
     ref = 0.0
@@ -190,6 +195,6 @@ def test_validation_restarts_state_at_document_starts():
     ref += F.cross_entropy(logits[:, 0], targets[1:7, 0], reduction="sum").item()
     logits, _ = model(inputs[7:])  # reads valid[6..12] from a fresh state
     ref += F.cross_entropy(logits[:, 0], targets[7:, 0], reduction="sum").item()
-    assert count == 14 and total == pytest.approx(ref, abs=1e-9)
-    carried, _ = evaluate(model, inputs, targets, window=4)
-    assert abs(carried - total) > 1e-6  # the resets matter
+    assert total == pytest.approx(ref, abs=1e-9)
+    carried = evaluate(model, evaluation_batch(valid, 1, context=torch.tensor(3)), window=4)
+    assert abs(carried["loss_sum"] - total) > 1e-6  # the resets matter

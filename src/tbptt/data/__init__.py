@@ -8,7 +8,7 @@ from tbptt.data.corpus import (
     load_corpus,
     read_text,
 )
-from tbptt.data.dataset import TextData, prepare_text
+from tbptt.data.dataset import DataShape, Dataset, TextData, prepare_text, unigram_perplexity
 from tbptt.data.streams import (
     Batch,
     RandomStream,
@@ -27,7 +27,10 @@ __all__ = [
     "fetch",
     "load_corpus",
     "read_text",
+    "DataShape",
+    "Dataset",
     "TextData",
+    "unigram_perplexity",
     "prepare_text",
     "Batch",
     "Stream",

@@ -1,8 +1,11 @@
-"""From raw text to a vocabulary and train / validation token streams."""
+"""What a run trains on: a :class:`Dataset` (train and validation splits, the shape of its
+inputs and targets, its trivial baselines), and text as one: a vocabulary and token streams."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -10,7 +13,56 @@ from tbptt.data.streams import StreamData, split_stream
 from tbptt.data.tokenize import Vocab, normalize, tokenize
 from tbptt.errors import DataError
 
-__all__ = ["TextData", "prepare_text"]
+__all__ = ["DataShape", "Dataset", "TextData", "prepare_text", "unigram_perplexity"]
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a model and an objective need to know of a dataset's rows.
+
+    Attributes:
+        vocab_size: V for token-id inputs (0: float features).
+        input_size: F for float-feature inputs (0: token ids).
+        output_size: C classes or D values the model must output (0: ``vocab_size``,
+            next-token prediction).
+        objective: the objective the targets imply (``lm``, ``classify``, ``regress``).
+    """
+
+    vocab_size: int = 0
+    input_size: int = 0
+    output_size: int = 0
+    objective: str = "lm"
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A training and a validation split, their shape, and baselines to beat.
+
+    :class:`TextData`, :class:`~tbptt.data.series.SeriesData` and
+    :class:`~tbptt.data.tasks.Task` are datasets.
+    """
+
+    @property
+    def shape(self) -> DataShape: ...
+
+    def train_split(self) -> StreamData: ...
+
+    def valid_split(self) -> StreamData: ...
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """Trivial predictors' validation metrics, e.g. ``{"unigram": {"ppl": 16.7}}``."""
+        ...
+
+    def describe(self) -> dict:
+        """A JSON-ready summary (kind, sizes, options) for configurations and reports."""
+        ...
+
+
+def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity on ``valid`` of token frequencies counted on ``train`` (add-one smoothed)."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    log_p = torch.log(counts / counts.sum())
+    return math.exp(-float(log_p[valid].mean()))
 
 
 @dataclass
@@ -48,6 +100,26 @@ class TextData:
     def valid_split(self) -> StreamData:
         """The validation tokens as a next-token :class:`~tbptt.data.StreamData`."""
         return StreamData(self.valid)
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(vocab_size=len(self.vocab))
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """The unigram model's validation perplexity (token frequencies of the training split)."""
+        if len(self.valid) == 0:
+            return {}
+        return {"unigram": {"ppl": unigram_perplexity(self.train, self.valid, len(self.vocab))}}
+
+    def describe(self) -> dict:
+        return {
+            "kind": "text",
+            "level": self.level,
+            "normalize": self.normalize,
+            "vocab_size": len(self.vocab),
+            "train_tokens": len(self.train),
+            "valid_tokens": len(self.valid),
+        }
 
 
 def prepare_text(

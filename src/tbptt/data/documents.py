@@ -99,6 +99,9 @@ class DocumentData(TextData):
     def valid_split(self) -> StreamData:
         return StreamData(self.valid, starts=self.valid_starts)
 
+    def describe(self) -> dict:
+        return {**super().describe(), "documents": self.documents}
+
 
 def prepare_documents(
     documents: list[str],

@@ -140,6 +140,17 @@ class Batch:
     reset: bool = False
     position: int = 0
 
+    def to(self, device) -> Batch:
+        move = lambda t: t.to(device) if t is not None else None  # noqa: E731
+        return Batch(
+            move(self.inputs),
+            move(self.targets),
+            move(self.resets),
+            move(self.mask),
+            self.reset,
+            self.position,
+        )
+
 
 class Stream(Protocol):
     """What the trainer draws windows from (:class:`SequentialStream`, :class:`RandomStream`).

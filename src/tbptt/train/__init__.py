@@ -3,9 +3,18 @@ evaluation, generation, metrics and checkpoints."""
 
 from tbptt.train.checkpoint import load_checkpoint, save_checkpoint
 from tbptt.train.engine import sequence_gradient, window_loss
-from tbptt.train.evaluate import evaluate, evaluation_resets, evaluation_streams, unigram_perplexity
+from tbptt.train.evaluate import evaluate, evaluation_batch, unigram_perplexity
 from tbptt.train.generate import generate
 from tbptt.train.metrics import MetricsWriter, read_metrics
+from tbptt.train.objectives import (
+    OBJECTIVES,
+    Classification,
+    LanguageModel,
+    Objective,
+    PerStepLoss,
+    Regression,
+    make_objective,
+)
 from tbptt.train.trainer import OPTIMIZERS, TrainConfig, Trainer, build_optimizer
 
 __all__ = [
@@ -14,8 +23,14 @@ __all__ = [
     "sequence_gradient",
     "window_loss",
     "evaluate",
-    "evaluation_resets",
-    "evaluation_streams",
+    "evaluation_batch",
+    "OBJECTIVES",
+    "Classification",
+    "LanguageModel",
+    "Objective",
+    "PerStepLoss",
+    "Regression",
+    "make_objective",
     "unigram_perplexity",
     "generate",
     "MetricsWriter",

@@ -2,7 +2,7 @@
 
 For every seed s and every strategy spec, a run is::
 
-    torch.manual_seed(s); weights_s = RecurrentLM(model config).state_dict()   # once per seed
+    torch.manual_seed(s); weights_s = build(model config).state_dict()         # once per seed
     model <- weights_s; torch.manual_seed(s)                                    # same dropout stream
     Trainer(model, train, valid, TrainConfig(strategy=spec, seed=s)).fit(stop=budget)
 
@@ -39,13 +39,15 @@ from pathlib import Path
 
 import torch
 
-from tbptt.data.dataset import TextData
+from tbptt.data.dataset import Dataset, TextData
 from tbptt.data.streams import SequentialStream
 from tbptt.errors import ConfigError, DataError
-from tbptt.models.lm import ModelConfig, RecurrentLM
+from tbptt.models.lm import ModelConfig, RecurrentNet
+from tbptt.models.protocol import RecurrentModel
 from tbptt.train.generate import generate
 from tbptt.train.memory import PeakMemory, release_memory
 from tbptt.train.metrics import MetricsWriter, read_metrics
+from tbptt.train.objectives import Objective, make_objective
 from tbptt.train.trainer import TrainConfig, Trainer
 from tbptt.truncation import parse_strategy
 
@@ -143,17 +145,30 @@ class Comparison:
     """Everything a report needs: the setup, the opening of the text, and every run."""
 
     config: CompareConfig
-    model: ModelConfig
+    model: ModelConfig | None  # None: a model the caller built
     train: TrainConfig
     data: dict
     opening: list[str]
     separator: str
     stream_steps: int
     runs: list[RunResult]
+    # The objective runs were measured by: name, primary metric, and its direction.
+    objective: dict = field(
+        default_factory=lambda: {"name": "lm", "primary": "ppl", "higher_is_better": False}
+    )
 
     @property
     def strategies(self) -> list[str]:
-        return [parse_strategy(s).spec for s in self.config.strategies]
+        return list(self.config.strategies)  # canonical specs (run_comparison parsed them)
+
+    @property
+    def primary(self) -> str:
+        """The metric runs are compared by (``ppl``, ``acc``, ``rmse``, ``loss``)."""
+        return self.objective["primary"]
+
+    def better(self, a: float, b: float) -> bool:
+        """True when primary value ``a`` is strictly better than ``b``."""
+        return a > b if self.objective["higher_is_better"] else a < b
 
     def runs_of(self, strategy: str) -> list[RunResult]:
         return [r for r in self.runs if r.strategy == strategy]
@@ -162,7 +177,8 @@ class Comparison:
         """JSON-ready, without the per-step records (those live in each run's metrics.jsonl)."""
         return {
             "config": asdict(self.config),
-            "model": self.model.to_dict(),
+            "model": self.model.to_dict() if self.model is not None else None,
+            "objective": self.objective,
             "train": self.train.to_dict(),
             "data": self.data,
             "opening": self.opening,
@@ -201,37 +217,62 @@ def load_comparison(out: str | Path) -> Comparison:
         runs.append(RunResult(r["strategy"], r["seed"], r["directory"], r["sample"], records))
     return Comparison(
         config=CompareConfig(**config),
-        model=ModelConfig(**d["model"]),
+        model=ModelConfig.from_dict(d["model"]) if d.get("model") else None,
         train=TrainConfig.from_dict(d["train"]),
         data=d["data"],
         opening=d["opening"],
         separator=d["separator"],
         stream_steps=d["stream_steps"],
         runs=runs,
+        **({"objective": d["objective"]} if "objective" in d else {}),
     )
 
 
 # -- the runner -------------------------------------------------------------------------
 
 
-def _check_lengths(specs: list[str], stream_steps: int, batch_size: int, n_tokens: int) -> None:
-    # Fail before any training if some strategy cannot run on this text, not after hours.
-    for spec in specs:
-        need = parse_strategy(spec).reference_length(stream_steps)
+def _check_lengths(strategies, stream_steps: int, batch_size: int, n_rows: int) -> None:
+    # Fail before any training if some strategy cannot run on this data, not after hours.
+    for strategy in strategies:
+        need = strategy.reference_length(stream_steps)
         if stream_steps < need:
             raise DataError(
-                f"the training text has {n_tokens} tokens: {batch_size} streams of {stream_steps} "
-                f"steps, shorter than one {spec} window of {need} steps; use a longer text, "
+                f"the training split has {n_rows} rows: {batch_size} streams of {stream_steps} "
+                f"steps, shorter than one {strategy.spec} window of {need} steps; use more data, "
                 "a smaller batch size or a shorter window"
             )
 
 
+def model_config_for(data: Dataset, **options) -> ModelConfig:
+    """The built-in model's configuration for ``data``'s inputs and targets (``options``: the rest)."""
+    shape = data.shape
+    return ModelConfig(
+        vocab_size=shape.vocab_size,
+        input_size=shape.input_size,
+        output_size=shape.output_size,
+        **options,
+    )
+
+
+def _check_model_fits(model: ModelConfig, data: Dataset) -> None:
+    shape = data.shape
+    want = (shape.vocab_size, shape.input_size, shape.output_size or shape.vocab_size)
+    have = (model.vocab_size, model.input_size, model.head_size)
+    if want != have:
+        raise ConfigError(
+            f"the model reads vocab_size={have[0]}, input_size={have[1]} and outputs "
+            f"{have[2]} but the data needs vocab_size={want[0]}, input_size={want[1]} and "
+            f"{want[2]} outputs; build the ModelConfig with model_config_for(data, ...)"
+        )
+
+
 def run_comparison(
-    data: TextData,
+    data: Dataset,
     config: CompareConfig,
     *,
-    model: ModelConfig | None = None,
+    model: ModelConfig | Callable[[], RecurrentModel] | None = None,
     train: TrainConfig | None = None,
+    objective: Objective | str | Callable | None = None,
     out: str | Path | None = None,
     on_run_start: Callable[[dict], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
@@ -241,11 +282,14 @@ def run_comparison(
     """Train every (seed, strategy) pair under the budget; return (and write) the records.
 
     Args:
-        data: the prepared text (train and validation streams, vocabulary).
+        data: a :class:`~tbptt.data.Dataset`: prepared text, a time series, a task.
         config: strategies, seeds, budget, sample prefix.
-        model: the model for every run (default: ``ModelConfig(vocab_size=len(data.vocab))``).
+        model: the model for every run: a :class:`ModelConfig` of the built-in model
+            (default: :func:`model_config_for` ``(data)``), or a function building your
+            model (called once per seed, after ``torch.manual_seed(seed)``).
         train: options for every run; its ``strategy``, ``seed`` and ``epochs`` are replaced
             per run (default: ``TrainConfig(nonfinite="skip")``, so a NaN is counted, not fatal).
+        objective: the loss and metrics (default: the one the data implies).
         out: directory for ``comparison.json`` and each run's ``metrics.jsonl`` (None: memory only).
         on_run_start: called with ``{"strategy", "seed", "index", "runs", "tokens_per_epoch"}``.
         on_step, on_epoch: the trainer's step and epoch records, as they happen (step records
@@ -253,19 +297,21 @@ def run_comparison(
         on_run_end: called with each finished :class:`RunResult`.
     """
     config.check()
-    specs = [parse_strategy(s).spec for s in config.strategies]
+    strategies = [parse_strategy(s) for s in config.strategies]  # parsed once, here
+    specs = [s.spec for s in strategies]
     config = replace(config, strategies=tuple(specs), seeds=tuple(config.seeds))
-    vocab_size = len(data.vocab)
-    model = model or ModelConfig(vocab_size=vocab_size)
-    if model.vocab_size != vocab_size:
-        raise ConfigError(
-            f"the model's vocabulary size is {model.vocab_size} but the text has {vocab_size} "
-            "tokens; build the ModelConfig with vocab_size=len(data.vocab)"
-        )
+    model = model if model is not None else model_config_for(data)
+    if isinstance(model, ModelConfig):
+        _check_model_fits(model, data)
+        model_config, build = model, lambda: RecurrentNet(model)
+    else:
+        model_config, build = None, model
+    objective = make_objective(objective if objective is not None else data.shape.objective)
     train = train or TrainConfig(nonfinite="skip")
     train.check()
-    stream = SequentialStream(data.train, train.batch_size)
-    _check_lengths(specs, stream.steps, train.batch_size, len(data.train))
+    train_split = data.train_split()
+    stream = SequentialStream(train_split, train.batch_size)
+    _check_lengths(strategies, stream.steps, train.batch_size, len(train_split))
     out = Path(out) if out is not None else None
     if out is not None:
         try:
@@ -274,35 +320,38 @@ def run_comparison(
             raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
 
     # Column 0 of the batched stream: the text the first stream reads, in order.
-    first_stream = stream.data[:OPENING_TOKENS, 0].tolist()
+    text = isinstance(data, TextData)
+    first_stream = stream.data[:OPENING_TOKENS, 0].tolist() if text else []
     comparison = Comparison(
         config=config,
-        model=model,
+        model=model_config,
         train=train,
-        data={
-            "vocab_size": vocab_size,
-            "train_tokens": len(data.train),
-            "valid_tokens": len(data.valid),
-            "level": data.level,
-            "normalize": data.normalize,
-        },
+        data={**data.describe(), "baselines": data.baselines()},
         opening=[data.vocab.itos[i] for i in first_stream],
-        separator=data.separator,
+        separator=data.separator if text else "",
         stream_steps=stream.steps,
         runs=[],
+        objective={
+            "name": objective.name,
+            "primary": objective.primary,
+            "higher_is_better": objective.higher_is_better,
+        },
     )
     budget_epochs = config.budget_epochs or 2**31 - 1
     total = len(config.seeds) * len(specs)
-    _warm_up(model, train, stream.data, specs)
+    _warm_up(build, train, stream.data, strategies)
     for seed in config.seeds:
         torch.manual_seed(seed)
-        initial = copy.deepcopy(RecurrentLM(model).state_dict())
-        for spec in specs:
+        initial = copy.deepcopy(build().state_dict())
+        for strategy in strategies:
+            spec = strategy.spec
             run = _one_run(
                 data,
                 config,
-                model,
+                build,
                 replace(train, strategy=spec, seed=seed, epochs=budget_epochs),
+                strategy,
+                objective,
                 initial,
                 out,
                 info={
@@ -326,9 +375,7 @@ def run_comparison(
     return comparison
 
 
-def _warm_up(
-    model_config: ModelConfig, train: TrainConfig, rows: torch.Tensor, specs: list[str]
-) -> None:
+def _warm_up(build, train: TrainConfig, rows: torch.Tensor, strategies) -> None:
     """Pay one-time costs (CUDA context, cuDNN / oneDNN handles, allocator growth) before any
     run is timed, so the first strategy is not charged for them: a throwaway model runs a
     short window forward and backward on both paths (every gate 1: fused; else: per step).
@@ -337,28 +384,30 @@ def _warm_up(
     largest graph, so there every strategy's first window length is run too (a whole epoch
     for ``full``: milliseconds there, but minutes on a CPU, where it is skipped).
     """
-    model = RecurrentLM(model_config).to(train.device)
-    lengths = [min(8, rows.shape[0] - 1)]
+    rng = torch.get_rng_state()  # building the throwaway model must not move the seed's draws
+    model = build().to(train.device)
+    torch.set_rng_state(rng)
+    lengths = [max(1, min(8, rows.shape[0] - 1))]
     cuda = torch.device(train.device).type == "cuda"
     if cuda:
         steps = rows.shape[0] - 1
-        lengths += [
-            parse_strategy(s).plan(steps, torch.Generator().manual_seed(0)).length for s in specs
-        ]
+        lengths += [s.plan(steps, torch.Generator().manual_seed(0)).length for s in strategies]
     for length in sorted(set(lengths)):
-        inputs = rows[:length].to(train.device)  # (T, B)
+        inputs = rows[:length].to(train.device)  # (T, B, ...)
         for gates in (None, (1.0,) + (0.5,) * (length - 1)) if length == lengths[0] else (None,):
-            logits, _ = model(inputs, None, gates)  # (T, B, V)
-            logits.float().logsumexp(-1).sum().backward()
+            outputs, _ = model(inputs, None, gates)  # (T, B, O)
+            outputs.float().logsumexp(-1).sum().backward()
     if cuda:
         torch.cuda.synchronize(train.device)
 
 
 def _one_run(
-    data: TextData,
+    data: Dataset,
     config: CompareConfig,
-    model_config: ModelConfig,
+    build: Callable[[], RecurrentModel],
     train: TrainConfig,
+    strategy,
+    objective: Objective,
     initial: dict,
     out: Path | None,
     *,
@@ -374,10 +423,18 @@ def _one_run(
         (out / "runs" / directory).mkdir(parents=True, exist_ok=True)
         metrics_path = out / "runs" / directory / "metrics.jsonl"
     metrics = MetricsWriter(metrics_path)
-    model = RecurrentLM(model_config)
+    model = build()
     model.load_state_dict(initial)
     torch.manual_seed(seed)  # dropout masks: the same stream for every strategy of this seed
-    trainer = Trainer(model, data.train_split(), data.valid_split(), train, metrics=metrics)
+    trainer = Trainer(
+        model,
+        data.train_split(),
+        data.valid_split(),
+        train,
+        strategy=strategy,
+        objective=objective,
+        metrics=metrics,
+    )
     if on_run_start is not None:
         on_run_start(info)
 
@@ -391,7 +448,7 @@ def _one_run(
         return done["seconds"] + trainer._epoch_seconds
 
     def evaluate(epochs_done: float) -> None:
-        val_loss, val_ppl = trainer.evaluate()
+        measured = trainer.evaluate()
         done["last_eval"] = training_seconds()
         metrics.write(
             {
@@ -400,8 +457,7 @@ def _one_run(
                 "step": trainer.step,
                 "epochs_done": epochs_done,
                 "train_seconds": done["last_eval"],
-                "val_loss": val_loss,
-                "val_ppl": val_ppl,
+                **{f"val_{k}": v for k, v in measured.items()},
             }
         )
 
@@ -409,7 +465,7 @@ def _one_run(
         done["tokens"] += record["tokens"]
         if on_step is not None:
             on_step({**record, "train_seconds": training_seconds()})
-        if trainer.valid_inputs is None or trainer.stream.remaining() == 0 or stop():
+        if trainer.valid_batch is None or trainer.stream.remaining() == 0 or stop():
             return  # the epoch end (a complete one, or one ended by the budget) evaluates
         # Validation inside the epoch, at each 1/evals_per_epoch of the stream and every
         # eval_seconds of training, so the curves have points between epochs.
@@ -449,7 +505,7 @@ def _one_run(
     try:
         with PeakMemory(config.memory_interval_s) as memory:
             start = time.perf_counter()
-            if trainer.valid_inputs is not None:
+            if trainer.valid_batch is not None:
                 evaluate(0.0)  # the shared starting point of every strategy's curve
             trainer.fit(on_step=after_step, on_epoch=after_epoch, stop=stop)
             wall = time.perf_counter() - start
@@ -485,8 +541,8 @@ def _one_run(
     return RunResult(spec, seed, directory_rel, sample, records)
 
 
-def _sample(model, data: TextData, config: CompareConfig, seed: int) -> str:
-    if config.sample_length == 0:
+def _sample(model, data: Dataset, config: CompareConfig, seed: int) -> str:
+    if config.sample_length == 0 or not isinstance(data, TextData):
         return ""
     prefix = data.encode(config.prefix)
     if len(prefix) == 0:

@@ -1,8 +1,18 @@
 """Evaluation with carried state and no graph, and the unigram baseline.
 
-Perplexity is token-weighted: exp(total negative log-likelihood / number of
-tokens), with every validation token scored, the first one included (it is
-predicted from the last training token).
+Metrics are row-weighted sums (see :mod:`tbptt.train.objectives`): for a
+language model, exp(total negative log-likelihood / number of tokens), with
+every validation token scored, the first one included (it is predicted from
+the last training token).
+
+The validation split is laid into B columns like a training stream, but
+padded instead of cut: every row is scored once, and the padding is masked
+out (``mask`` False)::
+
+    rows 0..9, B = 4          column 0   column 1   column 2   column 3
+                               0          3          6          9
+                               1          4          7          pad
+                               2          5          8          pad
 """
 
 from __future__ import annotations
@@ -10,84 +20,93 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from tbptt.models.gating import State
+from tbptt.data.dataset import unigram_perplexity
+from tbptt.data.streams import Batch, StreamData, as_stream_data
+from tbptt.train.objectives import LanguageModel, Objective
+from tbptt.tree import State
 
-__all__ = ["evaluation_streams", "evaluation_resets", "evaluate", "unigram_perplexity"]
+__all__ = ["evaluation_batch", "evaluate", "unigram_perplexity"]
 
 
-def evaluation_streams(
-    context_token: int, tokens: torch.Tensor, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lay (N,) target tokens into ``batch_size`` columns, padding the last with -100.
+def _columns(rows: torch.Tensor, batch_size: int, fill) -> torch.Tensor:
+    """(N, ...) -> (ceil(N / B), B, ...) contiguous columns, the last padded with ``fill``."""
+    n = len(rows)
+    per_column = math.ceil(n / batch_size)
+    pad = rows.new_full((per_column * batch_size - n, *rows.shape[1:]), fill)
+    laid = torch.cat([rows, pad]).reshape(batch_size, per_column, *rows.shape[1:])
+    return laid.transpose(0, 1).contiguous()  # (N/B, B, ...)
 
-    Returns inputs and targets of shape (ceil(N / B), B); inputs are the
-    targets shifted by one, starting with ``context_token``.
+
+def evaluation_batch(
+    split: StreamData | torch.Tensor, batch_size: int, *, context: torch.Tensor | None = None
+) -> Batch:
+    """The whole validation split as one :class:`~tbptt.data.Batch` of (ceil(N / B), B) rows.
+
+    Next-token layout: the targets are the split's N tokens and the inputs the
+    same tokens shifted by one, starting with ``context`` (the last training
+    token; without it the first token is only an input). A document start is
+    reset just before its token is *read*, i.e. one row after it is predicted,
+    as in training. Aligned layout: the split's own pairs. ``mask`` is False on
+    the padding (and wherever the split's own mask is).
     """
-    n = len(tokens)
+    split = as_stream_data(split)
+    if split.next_token:
+        tokens = split.inputs
+        if context is not None:
+            inputs = torch.cat([context.reshape(1).to(tokens), tokens[:-1]])
+            targets, starts, mask = tokens, split.starts, split.mask
+            if starts is not None:  # input row i reads token i - 1
+                starts = torch.cat([starts.new_zeros(1), starts[:-1]])
+        else:
+            inputs, targets = tokens[:-1], tokens[1:]
+            starts = split.starts[:-1] if split.starts is not None else None
+            mask = split.mask[1:] if split.mask is not None else None
+    else:
+        inputs, targets, starts, mask = split.inputs, split.targets, split.starts, split.mask
+    n = len(inputs)
     batch_size = max(1, min(batch_size, n))
-    rows = math.ceil(n / batch_size)
-    inputs = torch.cat([tokens.new_tensor([context_token]), tokens[:-1]])
-    pad = rows * batch_size - n
-    targets = torch.cat([tokens, tokens.new_full((pad,), -100)])
-    inputs = torch.cat([inputs, inputs.new_zeros(pad)])
-    return inputs.view(batch_size, rows).t(), targets.view(batch_size, rows).t()  # (N/B, B)
-
-
-def evaluation_resets(starts: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The (ceil(N / B), B) reset mask matching :func:`evaluation_streams` for documents.
-
-    ``starts`` (N,) marks validation tokens that begin a document. The state is
-    reset just before such a token is *read*, i.e. one row after it is
-    predicted, as in training.
-    """
-    n = len(starts)
-    batch_size = max(1, min(batch_size, n))
-    rows = math.ceil(n / batch_size)
-    read = torch.cat([starts.new_zeros(1), starts[:-1]])  # input row i reads token i - 1
-    read = torch.cat([read, read.new_zeros(rows * batch_size - n)])
-    return read.view(batch_size, rows).t()  # (N/B, B)
+    valid = mask if mask is not None else torch.ones(n, dtype=torch.bool, device=inputs.device)
+    return Batch(
+        inputs=_columns(inputs, batch_size, 0),  # (R, B, ...)
+        targets=_columns(targets, batch_size, 0),  # (R, B, ...)
+        resets=_columns(starts, batch_size, False) if starts is not None else None,  # (R, B)
+        mask=_columns(valid, batch_size, False),  # (R, B)
+        reset=True,
+    )
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    batch: Batch,
     *,
+    objective: Objective | None = None,
     window: int = 256,
     state: State | None = None,
-    resets: torch.Tensor | None = None,
-) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) and token count over (T, B) streams.
+) -> dict[str, float]:
+    """The objective's summed statistics over ``batch`` (e.g. from :func:`evaluation_batch`).
 
-    The state is carried from window to window; targets of -100 are not counted.
-    ``resets`` (T, B) bool restarts a stream's state where a document starts.
+    The state is carried from window to window (``state``: the one entering the
+    first row; None: fresh); ``batch.resets`` restart a stream's state where a
+    document starts; rows where ``batch.mask`` is False are not counted.
     """
+    objective = objective or LanguageModel()
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums: dict[str, float] = {}
     try:
-        for start in range(0, inputs.shape[0], window):
-            x, y = inputs[start : start + window], targets[start : start + window]
-            if resets is not None and bool(resets[start : start + window].any()):
-                logits, state = model(x, state, resets=resets[start : start + window])
+        for start in range(0, batch.inputs.shape[0], window):
+            rows = slice(start, start + window)
+            resets = batch.resets[rows] if batch.resets is not None else None
+            if resets is not None and bool(resets.any()):
+                outputs, state = model(batch.inputs[rows], state, resets=resets)
             else:
-                logits, state = model(x, state)  # (T, B, V)
-            nll = F.cross_entropy(
-                logits.flatten(0, 1), y.flatten(), reduction="sum", ignore_index=-100
-            )
-            total += float(nll)
-            count += int((y != -100).sum())
+                outputs, state = model(batch.inputs[rows], state)  # (T, B, O)
+            mask = batch.mask[rows] if batch.mask is not None else None
+            for key, value in objective.statistics(outputs, batch.targets[rows], mask).items():
+                sums[key] = sums.get(key, 0.0) + value
     finally:
         model.train(was_training)
-    return total, count
-
-
-def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
-    """Perplexity on ``valid`` of token frequencies counted on ``train`` (add-one smoothed)."""
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
-    log_p = torch.log(counts / counts.sum())
-    return math.exp(-float(log_p[valid].mean()))
+    return sums

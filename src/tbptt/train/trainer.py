@@ -3,11 +3,12 @@
 Per epoch, until the stream is exhausted::
 
     window = strategy.plan(steps left, generator)       # length, gates, reset, lr factor
-    batch  = stream.next(window.length)                 # inputs, targets (T, B)
+    batch  = stream.next(window.length)                 # inputs, targets, resets, mask (T, B, ...)
     state  = zeros if batch.reset or window.reset else detach(carried state)
-    logits, state = model(batch.inputs, state, window.gates, resets=batch.resets)
+    outputs, state = model(batch.inputs, state, window.gates, resets=batch.resets)
                     # via engine.run_window: lookback (k1k2), checkpointing, per-stream resets
-    loss = sum of token losses / (B * K)                # K: window.loss_length or reference_length
+    loss = objective.loss_sum(outputs, batch.targets, batch.mask) / (B * K)
+                    # K: window.loss_length or the strategy's reference_length
     loss.backward(); clip by global norm; check finite; optimizer.step()
     carried state = detach(state)
 
@@ -32,8 +33,9 @@ from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_st
 from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
 from tbptt.train.engine import Context, run_window
-from tbptt.train.evaluate import evaluate, evaluation_resets, evaluation_streams
+from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.metrics import MetricsWriter
+from tbptt.train.objectives import Objective, default_objective, make_objective
 from tbptt.tree import State, cpu_copy, detach_state, map_state, state_tensors
 from tbptt.truncation import Strategy, Window, parse_strategy
 
@@ -132,19 +134,25 @@ def peak_rss_mb() -> float:
 
 
 class Trainer:
-    """Trains ``model`` on a token stream under a truncation strategy.
+    """Trains ``model`` on a stream under a truncation strategy, for an objective.
 
     Args:
-        model: a module called as ``model(inputs (T, B), state, gates) -> (logits (T, B, V), state)``
-            with ``initial_state(batch_size)``; :class:`tbptt.models.RecurrentLM` is one.
-        train: the training split, a :class:`~tbptt.data.StreamData` (``data.train_split()``)
-            or a (N,) token tensor. Where its ``starts`` mark documents (see
-            :mod:`tbptt.data.documents`), each window carries a (T, B) ``resets`` mask
-            passed to ``model(..., resets=)``, and every stream resets its state at its
-            own document boundaries.
-        valid: the validation split, the same way (may be empty: no evaluation); its
-            ``starts`` restart the state at each validation document too.
+        model: a :class:`~tbptt.models.RecurrentModel` (``model(inputs, state, gates,
+            *, resets) -> (outputs, state)`` and ``initial_state(batch_size)``), e.g.
+            :class:`tbptt.models.RecurrentLM` or your module in a
+            :class:`~tbptt.models.custom.StatefulModule`.
+        train: the training split, a :class:`~tbptt.data.StreamData` (token ids or
+            float features, next-token or aligned targets) or a (N,) token tensor.
+            Where its ``starts`` mark documents, series or episodes, each window
+            carries a (T, B) ``resets`` mask and every stream resets its state at its
+            own boundaries; its ``mask`` says which rows' losses count.
+        valid: the validation split, the same way (may be empty: no evaluation).
         config: the options.
+        strategy: the truncation strategy (default: parsed from ``config.strategy``).
+        objective: the loss and metrics, an :class:`~tbptt.train.objectives.Objective`,
+            a registry name or a per-row loss function (default: next-token
+            cross-entropy for a next-token split, classification for integer
+            targets, regression for float targets).
         metrics: where step and epoch records go (None: kept in memory only).
     """
 
@@ -155,43 +163,50 @@ class Trainer:
         valid: StreamData | torch.Tensor,
         config: TrainConfig,
         *,
+        strategy: Strategy | None = None,
+        objective: Objective | str | Callable | None = None,
         metrics: MetricsWriter | None = None,
     ):
         config.check()
         self.config = config
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
-        self.strategy: Strategy = parse_strategy(config.strategy)
+        if strategy is None:
+            strategy = parse_strategy(config.strategy)
+        elif strategy.spec != config.strategy:
+            raise ConfigError(
+                f"the strategy {self.strategy.spec} differs from the configuration's "
+                f"{config.strategy}; build the TrainConfig with strategy=strategy.spec"
+            )
+        self.strategy: Strategy = strategy
         self.generator = torch.Generator().manual_seed(config.seed)
         split = as_stream_data(train).to(self.device)
-        train_tokens = split.inputs
         valid = as_stream_data(valid)
-        valid_tokens, valid_starts = valid.inputs, valid.starts
+        self.objective: Objective = (
+            make_objective(objective) if objective is not None else default_objective(split)
+        )
         if config.sampling == "random":
             self.stream = RandomStream(split, config.batch_size, self.generator)
         else:
             self.stream = SequentialStream(split, config.batch_size)
         need = self.strategy.reference_length(self.stream.steps)
         if self.stream.steps < max(1, need):  # an epoch of no window would train nothing
-            have = len(train_tokens)
+            have = len(split)
             raise DataError(
-                f"the training text has {have} tokens: {config.batch_size} streams of "
+                f"the training split has {have} rows: {config.batch_size} streams of "
                 f"{self.stream.steps} steps, shorter than one {self.strategy.spec} window of {need} "
-                f"steps; use a longer text, a smaller batch size or a shorter window"
+                f"steps; use more data, a smaller batch size or a shorter window"
             )
         self.reference_length = need
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.metrics = metrics or MetricsWriter(None)
-        if len(valid_tokens) > 0:
-            context = int(train_tokens[-1])
-            vi, vt = evaluation_streams(context, valid_tokens.cpu(), config.eval_batch_size)
-            self.valid_inputs, self.valid_targets = vi.to(self.device), vt.to(self.device)
-        else:
-            self.valid_inputs = self.valid_targets = None
-        self.valid_resets = None
-        if valid_starts is not None and len(valid_tokens) > 0:
-            resets = evaluation_resets(valid_starts.cpu(), config.eval_batch_size)
-            self.valid_resets = resets.to(self.device)
+        # The whole validation split, laid out once; a next-token split's first token is
+        # predicted from the last training token.
+        self.valid_batch = None
+        if valid.pairs > 0 or (valid.next_token and len(valid) > 0):
+            context = split.inputs[-1].cpu() if split.next_token else None
+            batch = evaluation_batch(valid, config.eval_batch_size, context=context)
+            self.valid_batch = batch.to(self.device)
         self.state: State | None = None
         self._state_shapes: dict[int, list[tuple[int, ...]]] = {}  # expected carried-state shapes
         # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
@@ -199,8 +214,9 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
         self.skipped = 0  # steps dropped for non-finite values
-        self._epoch_loss = 0.0
-        self._epoch_tokens = 0
+        self._epoch_loss = 0.0  # summed row losses of the epoch's trained steps
+        self._epoch_counted = 0  # rows whose loss counted
+        self._epoch_tokens = 0  # rows read
         self._epoch_seconds = 0.0
 
     # -- one step ----------------------------------------------------------------------
@@ -216,10 +232,12 @@ class Trainer:
         reset: bool,
         *,
         resets: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict:
         """Forward, backward, clip and step on one window; returns its metrics record.
 
-        ``resets`` (T, B) bool: per-stream document starts inside the window.
+        ``resets`` (T, B) bool: per-stream document starts inside the window;
+        ``mask`` (T, B) bool: the rows whose loss counts (None: all).
         """
         model, opt = self.model, self.optimizer
         model.train()
@@ -231,7 +249,15 @@ class Trainer:
             state = detach_state(self._checked_carried_state(batch_size))
         # Lookback, checkpointing and resets are the engine's (shared with sequence_gradient).
         result = run_window(
-            model, inputs, targets, state, window, resets=resets, context=self.context
+            model,
+            inputs,
+            targets,
+            state,
+            window,
+            resets=resets,
+            mask=mask,
+            context=self.context,
+            objective=self.objective,
         )
         loss_sum, state = result.loss_sum, result.state
         loss = loss_sum / (batch_size * (window.loss_length or self.reference_length))
@@ -242,7 +268,8 @@ class Trainer:
         loss_value, norm_value = torch.stack(
             [loss_sum.detach(), grad_norm.detach().to(loss_sum.dtype)]
         ).tolist()
-        tokens = inputs.numel()
+        rows = inputs.shape[0] * batch_size
+        counted = rows if mask is None else int(mask.sum())
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         lr = self.current_lr() * window.lr_scale
         if finite:
@@ -269,12 +296,13 @@ class Trainer:
             "epoch": self.epoch + 1,
             "step": self.step,
             "length": inputs.shape[0],
-            "loss": loss_value / tokens,
+            "loss": loss_value / counted if counted else math.nan,
             "grad_norm": norm_value,
             "clipped": bool(self.config.clip > 0 and norm_value > self.config.clip),
             "skipped": not finite,
             "lr": lr,
-            "tokens": tokens,
+            "tokens": rows,  # rows read: steps x streams (tokens of a text)
+            "counted": counted,  # rows whose loss counts
         }
 
     # -- guards ------------------------------------------------------------------------
@@ -384,10 +412,13 @@ class Trainer:
                 window,
                 batch.reset,
                 resets=batch.resets,
+                mask=batch.mask,
             )
             self._epoch_seconds += time.perf_counter() - start
             if not record["skipped"]:
-                self._epoch_loss += record["loss"] * record["tokens"]
+                if record["counted"]:
+                    self._epoch_loss += record["loss"] * record["counted"]
+                    self._epoch_counted += record["counted"]
                 self._epoch_tokens += record["tokens"]
             self.metrics.write(record)
             if on_step is not None:
@@ -395,41 +426,38 @@ class Trainer:
         self.epoch += 1
         fraction = 1.0 - stream.remaining() / max(1, stream.steps)
         stream.restart()
-        train_loss = self._epoch_loss / max(1, self._epoch_tokens)
-        record = {
-            "event": "epoch",
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_loss": train_loss,
-            "train_ppl": math.exp(min(train_loss, 700.0)),
-            "tokens": self._epoch_tokens,
-            "seconds": self._epoch_seconds,
-            "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
-            "skipped_steps": self.skipped,
-            "peak_rss_mb": peak_rss_mb(),
-            "fraction": fraction,
-        }
+        record = {"event": "epoch", "epoch": self.epoch, "step": self.step}
+        if self._epoch_counted:  # an epoch whose every step was skipped trained nothing
+            sums = {"loss_sum": self._epoch_loss, "count": self._epoch_counted}
+            record.update({f"train_{k}": v for k, v in self.objective.summary(sums).items()})
+        record.update(
+            {
+                "tokens": self._epoch_tokens,
+                "seconds": self._epoch_seconds,
+                "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
+                "skipped_steps": self.skipped,
+                "peak_rss_mb": peak_rss_mb(),
+                "fraction": fraction,
+            }
+        )
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
+        self._epoch_counted = 0
         self.state = None
         self.context = None
-        if self.valid_inputs is not None:
-            record["val_loss"], record["val_ppl"] = self.evaluate()
+        if self.valid_batch is not None:
+            record.update({f"val_{k}": v for k, v in self.evaluate().items()})
         self.metrics.write(record)
         return record
 
-    def evaluate(self) -> tuple[float, float]:
-        """(mean loss in nats, perplexity) on the validation stream, state carried, no graph."""
-        total, count = evaluate(
-            self.model,
-            self.valid_inputs,
-            self.valid_targets,
-            window=self.config.eval_window,
-            resets=self.valid_resets,
+    def evaluate(self) -> dict[str, float]:
+        """The objective's metrics on the validation split (state carried, no graph):
+        ``{"loss": ..., "ppl": ...}`` for a language model (see :mod:`tbptt.train.objectives`)."""
+        sums = evaluate(
+            self.model, self.valid_batch, objective=self.objective, window=self.config.eval_window
         )
-        loss = total / max(1, count)
-        return loss, math.exp(min(loss, 700.0))
+        return self.objective.summary(sums)
 
     def fit(
         self,
@@ -477,9 +505,8 @@ class Trainer:
             "reference_length",
             "optimizer",
             "metrics",
-            "valid_inputs",
-            "valid_targets",
-            "valid_resets",
+            "objective",
+            "valid_batch",
             "_state_shapes",
         }
     )
@@ -507,7 +534,12 @@ class Trainer:
                 "step": self.step,
                 "skipped": self.skipped,
                 "position": self.stream.position,
-                "epoch_partial": [self._epoch_loss, self._epoch_tokens, self._epoch_seconds],
+                "epoch_partial": [
+                    self._epoch_loss,
+                    self._epoch_tokens,
+                    self._epoch_seconds,
+                    self._epoch_counted,
+                ],
                 "generator": self.generator.get_state(),
                 "rng": capture_rng(),
                 "strategy": self.strategy.state_dict()
@@ -542,9 +574,9 @@ class Trainer:
         self.context = Context.from_state_dict(d.get("context"), self.device)
         self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
         self.stream.position = d["position"]
-        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = d.get(
-            "epoch_partial", [0.0, 0, 0.0]
-        )
+        partial = list(d.get("epoch_partial", [0.0, 0, 0.0]))
+        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = partial[:3]
+        self._epoch_counted = partial[3] if len(partial) > 3 else self._epoch_tokens
         self.generator.set_state(d["generator"])
         if d.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(d["strategy"])
