@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from tbptt.analysis.plots import plot_bias, plot_jacobian, plot_spectrum
 from tbptt.analysis.spectrum import reference_radius, spectrum
 from tbptt.analysis.windows import data_windows, measuring_copy, warm_state
 from tbptt.data import Vocab, normalize, split_stream, tokenize
-from tbptt.errors import CheckpointError
+from tbptt.errors import CheckpointError, ConfigError
 from tbptt.models import ModelConfig, RecurrentLM
 from tbptt.train import load_checkpoint, sequence_gradient
 from tbptt.truncation import FullBPTT
@@ -54,12 +53,17 @@ def load_model(path: str | Path) -> tuple[RecurrentLM, list[str], dict]:
     """
     payload = load_checkpoint(path)
     try:
-        resolved, itos = payload["resolved"], list(payload["vocab"])
+        resolved = payload["config"]
         weights = payload["trainer"]["model"]
-        names = {f.name for f in fields(ModelConfig)}
-        config = ModelConfig(**{k: v for k, v in resolved["model"].items() if k in names})
-    except (KeyError, TypeError) as e:
+        config = ModelConfig.from_dict(resolved["model"])
+    except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
+    if payload.get("vocab") is None or not config.tokens:
+        raise CheckpointError(
+            f"{path} is a run on {resolved.get('data', {}).get('kind') or 'non-text'} data; the "
+            "gradient laboratory reads checkpoints of text runs"
+        )
+    itos = list(payload["vocab"])
     model = RecurrentLM(config)
     try:
         model.load_state_dict(weights)

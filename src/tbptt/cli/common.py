@@ -1,95 +1,298 @@
-"""Flags shared by the verbs that build a corpus and a model (train, compare)."""
+"""Flags shared by the verbs that build data, a model and a training setup (train, compare,
+analyze), and the one place they become a :class:`~tbptt.train.RunConfig`.
+
+Every flag defaults to None, so a flag given explicitly is always known (even at
+its default value); the defaults live in the configuration dataclasses, and
+:func:`run_config_from_args` applies only the flags that were given.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+import torch
+from torch import nn
+
 from tbptt.data import NORMALIZERS, TOKENIZERS
-from tbptt.models import KINDS, ModelConfig
+from tbptt.data.config import DataConfig
+from tbptt.data.dataset import Dataset
+from tbptt.data.tasks import TASKS, task_names
+from tbptt.errors import ConfigError
+from tbptt.models import KINDS, ModelConfig, RecurrentNet
+from tbptt.models.custom import StatefulModule
+from tbptt.models.influence import InfluenceBalancing
+from tbptt.train import OBJECTIVES, OPTIMIZERS, RunConfig, TrainConfig
+from tbptt.train.objectives import Objective, check_fits, make_objective
 
-__all__ = ["add_text_arguments", "add_model_arguments", "model_config_from_args"]
+__all__ = [
+    "FLAG_KEYS",
+    "add_data_arguments",
+    "add_model_arguments",
+    "add_optimizer_arguments",
+    "run_config_from_args",
+    "given_flags",
+    "model_config_for_data",
+    "check_device",
+    "build_model",
+    "build_objective",
+]
+
+# flag dest -> dotted configuration key. The one table from the command line to a RunConfig.
+FLAG_KEYS = {
+    "data": "data.path",
+    "task": "data.task",
+    "documents": "data.documents",
+    "separator": "data.separator",
+    "tokens": "data.tokens",
+    "normalize": "data.normalize",
+    "valid_fraction": "data.valid_fraction",
+    "target": "data.target",
+    "inputs": "data.inputs",
+    "horizon": "data.horizon",
+    "series_id": "data.series_id",
+    "time_column": "data.time_column",
+    "missing": "data.missing",
+    "model": "model.kind",
+    "hidden_size": "model.hidden_size",
+    "num_layers": "model.num_layers",
+    "embedding_size": "model.embedding_size",
+    "dropout": "model.dropout",
+    "zoneout": "model.zoneout",
+    "zoneout_cell": "model.zoneout_cell",
+    "spectral_norm": "model.spectral_norm",
+    "objective": "objective.name",
+    "strategy": "train.strategy",
+    "batch_size": "train.batch_size",
+    "epochs": "train.epochs",
+    "optimizer": "train.optimizer",
+    "lr": "train.lr",
+    "lr_schedule": "train.lr_schedule",
+    "weight_decay": "train.weight_decay",
+    "momentum": "train.momentum",
+    "clip": "train.clip",
+    "sampling": "train.sampling",
+    "nonfinite": "train.nonfinite",
+    "seed": "train.seed",
+    "device": "train.device",
+    "checkpoint_every": "checkpoint.every",
+    "keep_checkpoints": "checkpoint.keep",
+    "prefix": "output.prefix",
+    "sample_length": "output.sample_length",
+    "temperature": "output.temperature",
+    "no_progress": "output.progress",  # inverted
+    "threads": "output.threads",
+}
 
 
-def add_text_arguments(g) -> None:
-    """--data, --tokens, --normalize, --valid-fraction."""
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+def add_data_arguments(g) -> None:
+    """Where the rows come from: text, documents, a time series (CSV/npy/npz) or a task."""
+    d = DataConfig()
     g.add_argument(
         "--data",
         metavar="PATH",
-        help="a UTF-8 text file, or a directory to cache The "
+        help="a UTF-8 text file, a time series (.csv, .npy, .npz), or a directory to cache The "
         "Time Machine in (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)",
     )
     g.add_argument(
-        "--tokens", choices=TOKENIZERS, default="char", help="token level (default: char)"
+        "--task",
+        metavar="SPEC",
+        help="a built-in synthetic task instead of a file: "
+        + "; ".join(TASKS[n].usage(n) for n in task_names()),
     )
+    g.add_argument("--tokens", choices=TOKENIZERS, help=f"text: token level (default: {d.tokens})")
     g.add_argument(
         "--normalize",
         choices=NORMALIZERS,
-        default="letters",
-        help="letters: lowercase letters, everything else one space (the lecture's); "
-        "none: raw text (default: letters)",
+        help="text: letters = lowercase letters, everything else one space (the lecture's); "
+        f"none = raw text (default: {d.normalize})",
     )
     g.add_argument(
         "--valid-fraction",
         type=float,
-        default=0.1,
-        help="tail held out for validation (default: 0.1)",
+        help=f"tail held out for validation (default: {d.valid_fraction})",
+    )
+    g.add_argument(
+        "--target",
+        type=_columns,
+        metavar="COL[,COL]",
+        help="time series: the column(s) to forecast (several = multivariate)",
+    )
+    g.add_argument(
+        "--inputs",
+        type=_columns,
+        metavar="COL[,COL]",
+        help="time series: the input columns (default: the target columns)",
+    )
+    g.add_argument(
+        "--horizon",
+        type=int,
+        metavar="H",
+        help=f"time series: forecast H steps ahead (default: {d.horizon})",
+    )
+    g.add_argument(
+        "--series-id",
+        metavar="COL",
+        help="time series: a column naming independent series (the state resets between them)",
+    )
+    g.add_argument(
+        "--time-column",
+        metavar="COL",
+        help="time series: the column labelling rows in predictions (default: Date/Time if any)",
+    )
+    g.add_argument(
+        "--missing",
+        choices=("error", "drop", "ffill"),
+        help="time series: missing cells are an error (default), dropped rows, or forward-filled",
     )
 
 
 def add_model_arguments(g) -> None:
-    """--model, --hidden-size, --num-layers, --embedding-size, --dropout, zoneout, spectral norm."""
-    d = ModelConfig(vocab_size=2)
+    """--model, --hidden-size, --num-layers, --embedding-size, --dropout, zoneout, spectral norm,
+    --objective."""
+    d = ModelConfig()
     g.add_argument(
-        "--model",
-        choices=KINDS,
-        default=d.kind,
-        help=f"cell (default: {d.kind}; linear = identity RNN)",
+        "--model", choices=KINDS, help=f"cell (default: {d.kind}; linear = identity RNN)"
     )
-    g.add_argument(
-        "--hidden-size", type=int, default=d.hidden_size, help=f"(default: {d.hidden_size})"
-    )
-    g.add_argument(
-        "--num-layers", type=int, default=d.num_layers, help=f"(default: {d.num_layers})"
-    )
+    g.add_argument("--hidden-size", type=int, help=f"(default: {d.hidden_size})")
+    g.add_argument("--num-layers", type=int, help=f"(default: {d.num_layers})")
     g.add_argument(
         "--embedding-size",
         type=int,
-        default=d.embedding_size,
-        help=f"0 = one-hot inputs (default: {d.embedding_size})",
+        help=f"token embedding width, 0 = one-hot (default: {d.embedding_size}); for float "
+        "features a linear projection, 0 = the features as they are (default: 0)",
     )
-    g.add_argument("--dropout", type=float, default=d.dropout, help=f"(default: {d.dropout})")
+    g.add_argument("--dropout", type=float, help=f"(default: {d.dropout})")
     g.add_argument(
         "--zoneout",
         type=float,
-        default=d.zoneout,
         metavar="Z",
         help="zoneout rate of the hidden state (Krueger et al. 2016; default: 0 = off)",
     )
     g.add_argument(
         "--zoneout-cell",
         type=float,
-        default=None,
         metavar="Z",
         help="LSTM cell-state zoneout rate (default: the same as --zoneout)",
     )
     g.add_argument(
         "--spectral-norm",
         type=float,
-        default=d.spectral_norm,
         metavar="C",
         help="bound the spectral norm of every recurrent block by C, exactly at every step "
         "(e.g. 1.0; default: 0 = off)",
     )
-
-
-def model_config_from_args(args, vocab_size: int) -> ModelConfig:
-    """The :class:`ModelConfig` the flags of :func:`add_model_arguments` describe."""
-    return ModelConfig(
-        vocab_size=vocab_size,
-        kind=args.model,
-        hidden_size=args.hidden_size,
-        num_layers=args.num_layers,
-        embedding_size=args.embedding_size,
-        dropout=args.dropout,
-        spectral_norm=args.spectral_norm,
-        zoneout=args.zoneout,
-        zoneout_cell=args.zoneout_cell,
+    g.add_argument(
+        "--objective",
+        choices=tuple(OBJECTIVES),
+        help="lm: next-token cross-entropy (perplexity); classify: per-step classes "
+        "(accuracy); regress: squared error (RMSE, MAE in the data's units); "
+        "default: what the data implies",
     )
+
+
+def add_optimizer_arguments(g) -> None:
+    """--batch-size, --optimizer, --lr, --lr-schedule, --weight-decay, --momentum, --clip,
+    --sampling, --nonfinite, --device, --threads."""
+    t = TrainConfig()
+    g.add_argument("--batch-size", type=int, help=f"parallel streams B (default: {t.batch_size})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {t.optimizer})")
+    g.add_argument("--lr", type=float, help=f"learning rate (default: {t.lr})")
+    g.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "constant"),
+        help=f"cosine: decay to 0 over the epochs (default: {t.lr_schedule})",
+    )
+    g.add_argument("--weight-decay", type=float, help=f"(default: {t.weight_decay})")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default: 0)")
+    g.add_argument(
+        "--clip", type=float, help=f"global gradient-norm clip, 0 = off (default: {t.clip})"
+    )
+    g.add_argument(
+        "--sampling",
+        choices=("sequential", "random"),
+        help="sequential (default): state carries across windows; random: random offsets, "
+        "fresh state",
+    )
+    g.add_argument(
+        "--nonfinite",
+        choices=("stop", "skip"),
+        help="on a NaN/inf loss or gradient: stop or skip the step",
+    )
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def given_flags(args) -> set[str]:
+    """The flags of :data:`FLAG_KEYS` given on this command line (whatever their value)."""
+    # Identity, not equality: 0 and 0.0 are given values (0 == False in Python).
+    return {
+        dest
+        for dest in FLAG_KEYS
+        if (value := getattr(args, dest, None)) is not None and value is not False
+    }
+
+
+def run_config_from_args(args, base: RunConfig | None = None) -> RunConfig:
+    """``base`` (default: the defaults) with every flag given on the command line applied."""
+    base = base or RunConfig()
+    changes: dict[str, dict] = {}
+    for dest in given_flags(args):
+        section, key = FLAG_KEYS[dest].split(".")
+        value = getattr(args, dest)
+        if dest == "no_progress":
+            value = not value
+        changes.setdefault(section, {})[key] = value
+    try:
+        return base.replace(**changes)
+    except TypeError as e:  # a flag this configuration does not know: a programming error
+        raise ConfigError(str(e)) from None
+
+
+def model_config_for_data(config: ModelConfig, data: Dataset, *, given: set[str]) -> ModelConfig:
+    """``config`` with the sizes ``data`` implies (vocabulary, features, outputs).
+
+    Float features are fed as they are unless ``--embedding-size`` was given.
+    """
+    shape = data.shape
+    changes = dict(
+        vocab_size=shape.vocab_size, input_size=shape.input_size, output_size=shape.output_size
+    )
+    if not shape.vocab_size and "embedding_size" not in given:
+        changes["embedding_size"] = 0
+    return dataclasses.replace(config, **changes)
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu"
+        )
+    return device
+
+
+def build_model(config: RunConfig, data: Dataset) -> nn.Module:
+    """The model a run trains: the one a task requires (influence balancing), else the built-in
+    model of ``config.model``."""
+    if getattr(data, "model", None) == "influence":
+        params = data.params
+        return StatefulModule(InfluenceBalancing(n=params["n"], p=params["p"]), batch_dim=-2)
+    return RecurrentNet(config.model)
+
+
+def build_objective(config: RunConfig, data: Dataset) -> Objective:
+    """The run's objective: ``config.objective`` or the data's own, checked against the data;
+    a standardized series reports RMSE and MAE back in its own units."""
+    name = config.objective.name or data.shape.objective
+    check_fits(name, data.train_split())
+    if name == "regress":
+        scaler = getattr(data, "targets_scaler", None)
+        return make_objective(name, scale=scaler.std if scaler is not None else None)
+    return make_objective(name)

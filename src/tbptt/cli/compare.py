@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -11,11 +12,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tbptt.cli.common import add_model_arguments, add_text_arguments, model_config_from_args
-from tbptt.cli.train import STRATEGY_HELP, _check_device
-from tbptt.data import load_corpus, prepare_text
+from tbptt.cli.common import (
+    add_data_arguments,
+    add_model_arguments,
+    add_optimizer_arguments,
+    build_model,
+    build_objective,
+    check_device,
+    given_flags,
+    model_config_for_data,
+    run_config_from_args,
+)
+from tbptt.cli.train import STRATEGY_HELP
+from tbptt.data.config import load_dataset
 from tbptt.report import run_summary, table_rows, verdicts, write_report
-from tbptt.train import OPTIMIZERS, TrainConfig
+from tbptt.train import RunConfig, TrainConfig
 from tbptt.train.compare import (
     DEFAULT_STRATEGIES,
     CompareConfig,
@@ -48,7 +59,6 @@ def compare_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
     )
-    t = TrainConfig()
     g = p.add_argument_group("what to compare")
     g.add_argument(
         "--strategies",
@@ -67,23 +77,13 @@ def compare_parser(sub) -> None:
     )
     g.add_argument("--budget-epochs", type=int, metavar="N", help="epochs per run")
     g.add_argument("--budget-seconds", type=float, metavar="S", help="training seconds per run")
-    g.add_argument("--budget-tokens", type=int, metavar="N", help="training tokens per run")
+    g.add_argument("--budget-tokens", type=int, metavar="N", help="training rows (tokens) per run")
     g = p.add_argument_group("data")
-    add_text_arguments(g)
+    add_data_arguments(g)
     g = p.add_argument_group("model")
     add_model_arguments(g)
     g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, default=t.batch_size)
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=t.optimizer)
-    g.add_argument("--lr", type=float, default=t.lr)
-    g.add_argument("--clip", type=float, default=t.clip, help="0 = off")
-    g.add_argument("--sampling", choices=("sequential", "random"), default=t.sampling)
-    g.add_argument(
-        "--nonfinite",
-        choices=("stop", "skip"),
-        default="skip",
-        help="skip (default): count NaN/inf steps and go on; stop: end the comparison",
-    )
+    add_optimizer_arguments(g)
     g.add_argument(
         "--evals-per-epoch",
         type=int,
@@ -96,14 +96,14 @@ def compare_parser(sub) -> None:
         metavar="S",
         help="also validate every S training seconds (default: a fifth of --budget-seconds)",
     )
-    g.add_argument("--device", default=t.device)
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="report directory (default: runs/compare-<time>)")
-    g.add_argument("--prefix", default="time traveller", help="prefix for the samples")
+    g.add_argument(
+        "--prefix", help="text: prefix for the samples (default: the validation opening)"
+    )
     g.add_argument("--sample-length", type=int, default=100)
     g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
     p.set_defaults(command=compare_command)
 
 
@@ -111,39 +111,41 @@ def compare_command(args) -> int:
     specs = [parse_strategy(s).spec for s in args.strategies]
     budgets = (args.budget_epochs, args.budget_seconds, args.budget_tokens)
     seconds = DEFAULT_SECONDS if all(b is None for b in budgets) else args.budget_seconds
+    # The same flags as tbptt train, through the same RunConfig (a NaN is counted, not fatal).
+    run = run_config_from_args(args, base=RunConfig(train=TrainConfig(nonfinite="skip")))
+    run.check()
+    check_device(run.train.device)
     config = CompareConfig(
         strategies=tuple(specs),
         seeds=tuple(args.seeds),
         budget_epochs=args.budget_epochs,
         budget_seconds=seconds,
         budget_tokens=args.budget_tokens,
-        prefix=args.prefix,
+        prefix=args.prefix or "",
         sample_length=args.sample_length,
         temperature=args.temperature,
         evals_per_epoch=args.evals_per_epoch,
         eval_seconds=args.eval_seconds or (seconds / 5 if seconds else None),
     )
     config.check()
-    _check_device(args.device)
-    train = TrainConfig(
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        clip=args.clip,
-        sampling=args.sampling,
-        nonfinite=args.nonfinite,
-        device=args.device,
-    )
-    train.check()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if run.output.threads:
+        torch.set_num_threads(run.output.threads)
 
-    text, path = load_corpus(args.data)
-    data = prepare_text(
-        text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
+    data = load_dataset(run.data, seed=run.train.seed)
+    run = dataclasses.replace(
+        run, model=model_config_for_data(run.model, data, given=given_flags(args))
     )
-    model = model_config_from_args(args, len(data.vocab))
+    objective = build_objective(run, data)
+    influence = getattr(data, "model", None) == "influence"
+    model = (lambda: build_model(run, data)) if influence else run.model
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    metric = objective.primary
+    what = (
+        "influence balancing"
+        if influence
+        else (f"{run.model.kind} {run.model.num_layers}x{run.model.hidden_size}")
+    )
+    source = run.data.task or Path(run.data.path or "The Time Machine").name
     budget = ", ".join(
         text
         for text, value in (
@@ -156,8 +158,8 @@ def compare_command(args) -> int:
     )
     print(
         f"tbptt compare: {' '.join(specs)} x seeds {' '.join(map(str, config.seeds))}; "
-        f"{args.model} {args.num_layers}x{args.hidden_size} on {path.name} "
-        f"({len(data.train):,} training tokens); budget per run: {budget}; report in {out}"
+        f"{what} on {source} ({len(data.train_split()):,} training rows, {objective.name}); "
+        f"budget per run: {budget}; report in {out}"
     )
 
     bar = [None]
@@ -206,10 +208,13 @@ def compare_command(args) -> int:
             b.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
 
     def on_epoch(record: dict) -> None:
-        val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
+        val = f"  val {metric} {record[f'val_{metric}']:.4g}" if f"val_{metric}" in record else ""
+        train = (
+            f"train loss {record['train_loss']:.4g}" if "train_loss" in record else "no training"
+        )
         line = (
-            f"  epoch {record['epoch']:>3}  train ppl {record['train_ppl']:.3f}{val}  "
-            f"{record['tokens_per_s'] / 1e3:.1f}k tok/s  {record['seconds']:.1f}s"
+            f"  epoch {record['epoch']:>3}  {train}{val}  "
+            f"{record['tokens_per_s'] / 1e3:.1f}k rows/s  {record['seconds']:.1f}s"
         )
         if args.no_progress:
             print(line, flush=True)
@@ -218,11 +223,11 @@ def compare_command(args) -> int:
 
     def on_run_end(run) -> None:
         bar[0].close()
-        s = run_summary(run.records)
+        s = run_summary(run.records, metric=metric)
         print(
-            f"{run.strategy} seed {run.seed}: val ppl {s['val_ppl']:.3f}, train ppl "
-            f"{s['train_ppl']:.3f}, {s['epochs']:.2f} epochs, {s['steps']:,} steps, "
-            f"{s['tokens_per_s'] / 1e3:.1f}k tok/s, {s['wall_seconds']:.1f} s wall "
+            f"{run.strategy} seed {run.seed}: val {metric} {s[f'val_{metric}']:.4g}, train loss "
+            f"{s['train_loss']:.4g}, {s['epochs']:.2f} epochs, {s['steps']:,} steps, "
+            f"{s['tokens_per_s'] / 1e3:.1f}k rows/s, {s['wall_seconds']:.1f} s wall "
             f"(stopped by {s['stop']})",
             flush=True,
         )
@@ -232,7 +237,8 @@ def compare_command(args) -> int:
             data,
             config,
             model=model,
-            train=train,
+            train=run.train,
+            objective=objective,
             out=out,
             on_run_start=on_run_start,
             on_step=on_step,

@@ -1,8 +1,10 @@
-"""``tbptt train``: train a recurrent language model under a truncation strategy."""
+"""``tbptt train``: train a recurrent model on any stream under a truncation strategy."""
 
 from __future__ import annotations
 
-import codecs
+import argparse
+import csv
+import dataclasses
 import json
 import math
 import sys
@@ -12,35 +14,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from tbptt.cli.common import add_model_arguments, add_text_arguments, model_config_from_args
-from tbptt.cli.resume import (
-    Stopped,
-    StopRequest,
-    data_digest,
-    restore_metrics,
-    resumable,
-    resume_arguments,
-    saved_arguments,
+from tbptt.cli.common import (
+    FLAG_KEYS,
+    add_data_arguments,
+    add_model_arguments,
+    add_optimizer_arguments,
+    build_model,
+    build_objective,
+    check_device,
+    given_flags,
+    model_config_for_data,
+    run_config_from_args,
 )
-from tbptt.data import load_corpus, prepare_text
-from tbptt.data.documents import prepare_documents, read_documents
-from tbptt.errors import ConfigError
-from tbptt.models import RecurrentLM
-from tbptt.report import plot_training
-from tbptt.train import (
-    OPTIMIZERS,
-    MetricsWriter,
-    TrainConfig,
-    Trainer,
-    generate,
-    read_metrics,
-    unigram_perplexity,
-)
-from tbptt.train.checkpoint import (
-    LATEST,
-    Checkpointer,
-    parse_interval,
-)
+from tbptt.cli.resume import Stopped, StopRequest, find_run, restore_metrics
+from tbptt.data.config import data_digest, load_dataset
+from tbptt.data.dataset import TextData
+from tbptt.errors import CheckpointError
+from tbptt.report import plot_predictions, plot_training
+from tbptt.train import MetricsWriter, RunConfig, Trainer, generate, read_metrics
+from tbptt.train.checkpoint import LATEST, Checkpointer, parse_interval
+from tbptt.train.evaluate import predict
 from tbptt.truncation import parse_strategy
 
 STRATEGY_HELP = """\
@@ -64,16 +57,14 @@ strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 |
 def train_parser(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train a recurrent language model with the gradient you choose",
-        description="Train a recurrent language model; writes config, metrics, checkpoint and plots to --out.",
+        help="train a recurrent model with the gradient you choose",
+        description="Train a recurrent model on text, a time series or a synthetic task; writes "
+        "config, metrics, checkpoints and plots to --out.",
         epilog=STRATEGY_HELP,
-        formatter_class=lambda prog: __import__("argparse").RawDescriptionHelpFormatter(
-            prog, width=100
-        ),
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=100),
     )
-    t = TrainConfig()
     g = p.add_argument_group("data")
-    add_text_arguments(g)
+    add_data_arguments(g)
     g.add_argument(
         "--documents",
         metavar="PATH",
@@ -86,63 +77,29 @@ def train_parser(sub) -> None:
         help="string that ends each document in --documents FILE (or --data FILE); "
         "escapes such as \\n are decoded, e.g. --separator '\\n\\n\\n'",
     )
-    g.add_argument(
-        "--sampling",
-        choices=("sequential", "random"),
-        default=t.sampling,
-        help="sequential: state carries across windows; random: random offsets, fresh state",
-    )
     g = p.add_argument_group("model")
     add_model_arguments(g)
     g = p.add_argument_group("training")
-    g.add_argument(
-        "--strategy", default=t.strategy, metavar="SPEC", help=f"see below (default: {t.strategy})"
-    )
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=t.batch_size,
-        help=f"parallel streams B (default: {t.batch_size})",
-    )
-    g.add_argument("--epochs", type=int, default=t.epochs, help=f"(default: {t.epochs})")
-    g.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=t.optimizer, help=f"(default: {t.optimizer})"
-    )
-    g.add_argument("--lr", type=float, default=t.lr, help=f"learning rate (default: {t.lr})")
-    g.add_argument(
-        "--lr-schedule",
-        choices=("cosine", "constant"),
-        default=t.lr_schedule,
-        help=f"cosine: decay to 0 over the epochs (default: {t.lr_schedule})",
-    )
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    g.add_argument("--momentum", type=float, default=t.momentum, help="SGD momentum (default: 0)")
-    g.add_argument(
-        "--clip",
-        type=float,
-        default=t.clip,
-        help=f"global gradient-norm clip, 0 = off (default: {t.clip})",
-    )
-    g.add_argument(
-        "--nonfinite",
-        choices=("stop", "skip"),
-        default=t.nonfinite,
-        help="on a NaN/inf loss or gradient: stop (default) or skip the step",
-    )
-    g.add_argument("--seed", type=int, default=t.seed, help=f"(default: {t.seed})")
-    g.add_argument("--device", default=t.device, help="cpu, cuda, cuda:1 ... (default: cpu)")
-    g.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    t = RunConfig().train
+    g.add_argument("--strategy", metavar="SPEC", help=f"see below (default: {t.strategy})")
+    g.add_argument("--epochs", type=int, help=f"(default: {t.epochs})")
+    add_optimizer_arguments(g)
+    g.add_argument("--seed", type=int, help=f"(default: {t.seed})")
     g = p.add_argument_group("output")
+    o = RunConfig().output
     g.add_argument("--out", metavar="DIR", help="run directory (default: runs/train-<time>)")
-    g.add_argument("--prefix", default="time traveller", help="prefix for the generated sample")
-    g.add_argument("--sample-length", type=int, default=120)
     g.add_argument(
-        "--temperature", type=float, default=0.7, help="sampling temperature, 0 = greedy"
+        "--prefix", help="text: prefix for the generated sample (default: the validation opening)"
     )
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--sample-length", type=int, help=f"(default: {o.sample_length})")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        help=f"sampling temperature, 0 = greedy (default: {o.temperature})",
+    )
+    g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     g = p.add_argument_group("checkpoints and resuming")
+    c = RunConfig().checkpoint
     g.add_argument(
         "--resume",
         metavar="DIR",
@@ -152,96 +109,105 @@ def train_parser(sub) -> None:
     g.add_argument(
         "--checkpoint-every",
         metavar="N|Ns|Nm|Nh",
-        default="10m",
         help="also checkpoint every N optimizer steps or every N seconds/minutes/hours; "
-        "'epoch': only at epoch ends and at the end (default: 10m)",
+        f"'epoch': only at epoch ends and at the end (default: {c.every})",
     )
     g.add_argument(
         "--keep-checkpoints",
         type=int,
-        default=3,
         metavar="N",
-        help="keep the last N checkpoints in DIR/checkpoints (default: 3)",
+        help=f"keep the last N checkpoints in DIR/checkpoints (default: {c.keep})",
     )
-    # Every flag defaults to None, so a flag given explicitly is always known (even when its
-    # value is the default); the defaults themselves are filled in by train_command.
-    defaults = {a.dest: a.default for a in p._actions if a.dest not in ("help", "resume", "out")}
-    p.set_defaults(**dict.fromkeys(defaults), command=train_command, flag_defaults=defaults)
+    p.set_defaults(command=train_command)
 
 
-def _check_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu"
+def _flag(key: str) -> str:
+    """The command-line flag of a dotted configuration key (``train.lr`` -> ``--lr``)."""
+    dest = next((d for d, k in FLAG_KEYS.items() if k == key), None)
+    return "--" + dest.replace("_", "-") if dest else key
+
+
+def _configure(args) -> tuple[RunConfig, Path, tuple[Path, dict] | None]:
+    """The run's configuration (before the data fills in the model's sizes), its directory,
+    and the checkpoint to continue (None: a fresh run).
+
+    A fresh run, or ``--out DIR``: the defaults with the given flags. ``--resume DIR``: the
+    run's saved configuration with the given flags.
+    """
+    out = Path(args.resume or args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
+    found = find_run(out, resume=bool(args.resume), other_out=args.out)
+    if found is not None and args.resume:
+        return run_config_from_args(args, base=_saved(found)), out, found
+    return run_config_from_args(args), out, found
+
+
+def _saved(found: tuple[Path, dict]) -> RunConfig:
+    path, payload = found
+    if "config" not in payload or "trainer" not in payload:
+        raise CheckpointError(f"{path} is not a checkpoint of tbptt train; use another --out")
+    return RunConfig.from_dict(payload["config"])
+
+
+def _check_continues(config: RunConfig, found: tuple[Path, dict], *, resume: bool, out: Path):
+    """One comparison with the saved run: refuse any change a resumed run may not make."""
+    saved = _saved(found)
+    diffs = config.differences(saved)
+    if not diffs:
+        return
+    if resume:
+        key = diffs[0].split(" ")[0]
+        raise CheckpointError(
+            f"--resume {out}: {_flag(key)} {_value(config, key)} differs from the run's "
+            f"{_value(saved, key)!r}; drop the flag to continue the run as it was, or start "
+            "a new run with --out"
         )
-    return device
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    raise CheckpointError(
+        f"the checkpoint {found[0]} belongs to another run: {'; '.join(diffs[:3])}{more}; "
+        "resume with the same settings (or --resume DIR), or use another --out"
+    )
+
+
+def _value(config: RunConfig, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
 
 
 def train_command(args) -> int:
-    defaults = args.flag_defaults
-    given = {key for key in defaults if getattr(args, key) is not None}
-    if getattr(args, "resume", None):
-        # the run's saved flags, plus the few given flags that may change
-        args = resume_arguments(args, given=given, known=set(defaults))
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    config, out, found = _configure(args)
     # Validate everything cheap before touching data, so mistakes are reported at once.
-    every_steps, every_seconds = parse_interval(args.checkpoint_every)
-    if args.keep_checkpoints < 1:
-        raise ConfigError(f"--keep-checkpoints must be at least 1, got {args.keep_checkpoints}")
-    strategy = parse_strategy(args.strategy)
-    _check_device(args.device)
-    config = TrainConfig(
-        strategy=strategy.spec,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        weight_decay=args.weight_decay,
-        momentum=args.momentum,
-        clip=args.clip,
-        sampling=args.sampling,
-        nonfinite=args.nonfinite,
-        seed=args.seed,
-        device=args.device,
-    )
     config.check()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    strategy = parse_strategy(config.train.strategy)
+    config = config.replace(train={"strategy": strategy.spec})
+    every_steps, every_seconds = parse_interval(config.checkpoint.every)
+    check_device(config.train.device)
+    if config.output.threads:
+        torch.set_num_threads(config.output.threads)
 
-    data, path = _load_data(args)
-    torch.manual_seed(args.seed)
-    model_config = model_config_from_args(args, len(data.vocab))
-    model = RecurrentLM(model_config)
+    if found is not None and args.resume:  # the flags against the run, before any data is read
+        _check_continues(config, found, resume=True, out=out)
+    data = load_dataset(config.data, seed=config.train.seed)
+    if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
+        given = given_flags(args)
+        config = dataclasses.replace(
+            config, model=model_config_for_data(config.model, data, given=given)
+        )
+    objective = build_objective(config, data)
+    digest = data_digest(data)
+    if found is not None:
+        _check_same_data(found, data, digest)
+        if not args.resume:  # --out DIR: the flags must describe the run found there
+            _check_continues(config, found, resume=False, out=out)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, data)
 
-    out = Path(args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
-    resolved = {
-        "data": {
-            "path": str(path),
-            "tokens": args.tokens,
-            "normalize": args.normalize,
-            "valid_fraction": args.valid_fraction,
-            "vocab_size": len(data.vocab),
-            "train_tokens": len(data.train),
-            "valid_tokens": len(data.valid),
-            "documents": getattr(data, "documents", None),
-        },
-        "model": model_config.to_dict(),
-        "train": config.to_dict(),
-    }
-    data_sha1 = data_digest(data)
-    found = resumable(out, args, resolved, data.vocab.itos, data_sha1)
-    (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        raise CheckpointError(f"cannot create output directory {out}: {e.strerror}") from None
+    (out / "config.json").write_text(
+        json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n"
+    )
     if found is not None:
         restore_metrics(out / "metrics.jsonl", found[1])
         metrics = MetricsWriter(out / "metrics.jsonl", append=True)
@@ -252,7 +218,9 @@ def train_command(args) -> int:
         model,
         data.train_split(),
         data.valid_split(),
-        config,
+        config.train,
+        strategy=strategy,
+        objective=objective,
         metrics=metrics,
     )
     if found is not None:
@@ -261,46 +229,49 @@ def train_command(args) -> int:
             f"tbptt train: resuming {out} from {found[0]} (epoch {trainer.epoch + 1}, "
             f"step {trainer.step})"
         )
-    baseline = (
-        unigram_perplexity(data.train, data.valid, len(data.vocab)) if len(data.valid) else math.nan
-    )
-
+    baselines = data.baselines()
     n_params = sum(p.numel() for p in model.parameters())
+    train_rows, valid_rows = len(data.train_split()), len(data.valid_split())
+    rows_name = f"{config.data.tokens} tokens" if isinstance(data, TextData) else "rows"
+    size = f", vocabulary {data.shape.vocab_size}" if data.shape.vocab_size else ""
+    m = config.model
+    what = (
+        "influence balancing"
+        if getattr(data, "model", None) == "influence"
+        else (f"{m.kind} {m.num_layers}x{m.hidden_size}")
+    )
     print(
-        f"tbptt train: {args.model} {args.num_layers}x{args.hidden_size} ({n_params:,} parameters), "
-        f"{strategy.spec}, {len(data.train):,} training / {len(data.valid):,} validation "
-        f"{args.tokens} tokens, vocabulary {len(data.vocab)}; run directory {out}"
+        f"tbptt train: {what} ({n_params:,} parameters), {strategy.spec}, {objective.name}, "
+        f"{train_rows:,} training / {valid_rows:,} validation {rows_name}{size}; run directory {out}"
     )
 
-    tokens_per_epoch = trainer.stream.steps * trainer.stream.batch_size
+    epochs = config.train.epochs
+    unit = "tok" if isinstance(data, TextData) else "row"
+    rows_per_epoch = trainer.stream.steps * trainer.stream.batch_size
     bar = tqdm(
-        total=tokens_per_epoch * config.epochs,
+        total=rows_per_epoch * epochs,
         initial=min(
-            tokens_per_epoch * config.epochs,
-            tokens_per_epoch * trainer.epoch + trainer.stream.position * trainer.stream.batch_size,
+            rows_per_epoch * epochs,
+            rows_per_epoch * trainer.epoch + trainer.stream.position * trainer.stream.batch_size,
         ),
-        unit="tok",
+        unit=unit,
         unit_scale=True,
         dynamic_ncols=True,
-        disable=args.no_progress,
+        disable=not config.output.progress,
         file=sys.stderr,
         desc="train",
     )
-    last_loss = [math.nan]
-
     checkpointer = Checkpointer(
-        out, every_steps=every_steps, every_seconds=every_seconds, keep=args.keep_checkpoints
+        out, every_steps=every_steps, every_seconds=every_seconds, keep=config.checkpoint.keep
     )
     checkpointer.mark(trainer.step)
     stop = StopRequest()
 
     def checkpoint():
         payload = {
-            "resolved": resolved,
-            "vocab": data.vocab.itos,
-            "data_sha1": data_sha1,
-            "args": saved_arguments(args),
-            "metrics_lines": len(metrics.records),
+            "config": config.to_dict(),
+            "vocab": data.vocab.itos if isinstance(data, TextData) else None,
+            "data_sha1": digest,
             "metrics": [json.dumps(r) for r in metrics.records],  # the file's lines so far
             "trainer": trainer.state_dict(),
         }
@@ -313,24 +284,21 @@ def train_command(args) -> int:
             checkpoint()
         stop.check()
         bar.update(record["tokens"])
-        last_loss[0] = record["loss"]
         if record["step"] % 10 == 0:
             bar.set_postfix(
                 loss=f"{record['loss']:.3f}", grad=f"{record['grad_norm']:.2f}", refresh=False
             )
 
     def on_epoch(record):
-        val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
-        line = (
-            f"epoch {record['epoch']:>3}/{config.epochs}  train ppl {record['train_ppl']:.3f}{val}  "
-            f"{record['tokens_per_s'] / 1e3:.1f}k tok/s  {record['seconds']:.1f}s"
+        line = f"epoch {record['epoch']:>3}/{epochs}  {_epoch_metrics(record, objective)}  " + (
+            f"{record['tokens_per_s'] / 1e3:.1f}k {unit}/s  {record['seconds']:.1f}s"
         )
-        if args.no_progress:
+        if not config.output.progress:
             print(line, flush=True)
         else:
             bar.write(line)
         checkpoint()
-        if trainer.epoch < config.epochs:  # after the last epoch, finish the outputs instead
+        if trainer.epoch < epochs:  # after the last epoch, finish the outputs instead
             stop.check()
 
     try:
@@ -362,57 +330,136 @@ def train_command(args) -> int:
         bar.close()
         metrics.close()
     checkpoint()
-    plot_training(metrics.records, out / "curves.png", title=f"{args.model}, {strategy.spec}")
-
-    epochs = [r for r in metrics.records if r["event"] == "epoch"]
-    summary = {"epochs": trainer.epoch, "steps": trainer.step, "unigram_ppl": baseline}
-    if epochs:
-        last = epochs[-1]
-        summary.update(
-            train_ppl=last["train_ppl"],
-            val_ppl=last.get("val_ppl", math.nan),
-            tokens_per_s=sum(r["tokens"] for r in epochs)
-            / max(1e-9, sum(r["seconds"] for r in epochs)),
-        )
-    prefix_ids = data.encode(args.prefix)
-    if len(prefix_ids) == 0 or bool((prefix_ids == 0).all()):
-        prefix_ids = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
-    gen = torch.Generator().manual_seed(args.seed)
-    sample_ids = generate(
-        trainer.model, prefix_ids, args.sample_length, temperature=args.temperature, generator=gen
+    metric = "ppl" if objective.name == "lm" else "loss"
+    plot_training(
+        metrics.records, out / "curves.png", title=f"{what}, {strategy.spec}", metric=metric
     )
-    summary["sample"] = data.decode(prefix_ids.tolist()) + data.separator + data.decode(sample_ids)
+    written = [out / "metrics.jsonl", out / "curves.png", out / "checkpoint.pt"]
+
+    records = [r for r in metrics.records if r["event"] == "epoch"]
+    summary = {"epochs": trainer.epoch, "steps": trainer.step, "objective": objective.name}
+    summary["baselines"] = baselines
+    if "unigram" in baselines:
+        summary["unigram_ppl"] = baselines["unigram"]["ppl"]
+    if records:
+        last = records[-1]
+        summary.update({k: v for k, v in last.items() if k.startswith(("train_", "val_"))})
+        summary["tokens_per_s"] = sum(r["tokens"] for r in records) / max(
+            1e-9, sum(r["seconds"] for r in records)
+        )
+    if isinstance(data, TextData) and config.output.sample_length > 0:
+        summary["sample"] = _sample(trainer.model, data, config)
+    if hasattr(data, "valid_actual") and valid_rows > 0:
+        written += _write_predictions(trainer.model, data, out, config)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    if epochs:
-        print(
-            f"validation perplexity {summary['val_ppl']:.3f} (unigram baseline {baseline:.3f}), "
-            f"train perplexity {summary['train_ppl']:.3f}, {summary['tokens_per_s'] / 1e3:.1f}k tokens/s, "
-            f"{trainer.step} optimizer steps"
-        )
-    print(f"sample: {summary['sample']!r}")
-    print(f"wrote {out / 'metrics.jsonl'}, {out / 'curves.png'}, {out / 'checkpoint.pt'}")
+    if records:
+        print(_closing_line(summary, objective, baselines, trainer.step))
+    if "sample" in summary:
+        print(f"sample: {summary['sample']!r}")
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 
-def _load_data(args):
-    """(TextData or DocumentData, path) from --data / --documents / --separator."""
-    source = args.documents or (args.data if args.separator else None)
-    if source is None:
-        text, path = load_corpus(args.data)
-        data = prepare_text(
-            text,
-            level=args.tokens,
-            normalization=args.normalize,
-            valid_fraction=args.valid_fraction,
+def _epoch_metrics(record: dict, objective) -> str:
+    if objective.name == "lm":
+        train = (
+            f"train ppl {record['train_ppl']:.3f}" if "train_ppl" in record else "no trained tokens"
         )
-        return data, path
-    separator = codecs.decode(args.separator, "unicode_escape") if args.separator else None
-    documents = read_documents(source, separator=separator)
-    data = prepare_documents(
-        documents,
-        level=args.tokens,
-        normalization=args.normalize,
-        valid_fraction=args.valid_fraction,
+        val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
+        return train + val
+    train = (
+        f"train loss {record['train_loss']:.4f}" if "train_loss" in record else "no trained rows"
     )
-    return data, Path(source)
+    vals = [(k[4:], v) for k, v in record.items() if k.startswith("val_")]
+    return train + ("  val " + ", ".join(f"{k} {v:.4f}" for k, v in vals) if vals else "")
+
+
+def _closing_line(summary: dict, objective, baselines: dict, steps: int) -> str:
+    if objective.name == "lm":
+        return (
+            f"validation perplexity {summary.get('val_ppl', math.nan):.3f} (unigram baseline "
+            f"{summary.get('unigram_ppl', math.nan):.3f}), train perplexity "
+            f"{summary.get('train_ppl', math.nan):.3f}, {summary['tokens_per_s'] / 1e3:.1f}k "
+            f"tokens/s, {steps} optimizer steps"
+        )
+    shown = [k for k in (objective.primary, "mae", "loss") if f"val_{k}" in summary]
+    measured = ", ".join(
+        f"{k.upper() if k != 'loss' else k} {summary[f'val_{k}']:.4f}" for k in shown
+    )
+    against = "; ".join(
+        f"{name}: " + ", ".join(f"{k.upper() if k != 'loss' else k} {v:.4f}" for k, v in m.items())
+        for name, m in baselines.items()
+    )
+    return (
+        f"validation {measured}"
+        + (f" (baselines -- {against})" if against else "")
+        + (f", {steps} optimizer steps")
+    )
+
+
+def _sample(model, data: TextData, config: RunConfig) -> str:
+    prefix_ids = data.encode(config.output.prefix) if config.output.prefix else data.valid[:0]
+    if len(prefix_ids) == 0 or bool((prefix_ids == 0).all()):
+        prefix_ids = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
+    gen = torch.Generator().manual_seed(config.train.seed)
+    ids = generate(
+        model,
+        prefix_ids,
+        config.output.sample_length,
+        temperature=config.output.temperature,
+        generator=gen,
+    )
+    return data.decode(prefix_ids.tolist()) + data.separator + data.decode(ids)
+
+
+def _write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
+    """predictions.csv and predictions.png: validation forecasts in the data's own units."""
+    outputs = predict(
+        model,
+        data.valid_split(),
+        batch_size=config.train.eval_batch_size,
+        window=config.train.eval_window,
+    )
+    outputs = outputs.double().cpu()
+    predicted = data.targets_scaler.inverse(outputs)  # (N, D)
+    actual, persistence = data.valid_actual, data.valid_persistence
+    names = list(data.target_columns)
+    path = out / "predictions.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["index"]
+            + [f"{n}{suffix}" for n in names for suffix in ("", "_predicted", "_persistence")]
+        )
+        for i, label in enumerate(data.valid_index):
+            row = [label]
+            for d in range(len(names)):
+                row += [f"{actual[i, d]:.6g}", f"{predicted[i, d]:.6g}", f"{persistence[i, d]:.6g}"]
+            writer.writerow(row)
+    plot = plot_predictions(
+        data.valid_index,
+        actual.numpy(),
+        predicted.numpy(),
+        out / "predictions.png",
+        baseline=persistence.numpy(),
+        names=names,
+        title=f"validation forecasts, {data.horizon} step(s) ahead",
+    )
+    return [path, plot]
+
+
+def _check_same_data(found: tuple[Path, dict], data, digest: str) -> None:
+    path, payload = found
+    vocab = payload.get("vocab")
+    if isinstance(data, TextData) and vocab is not None and list(vocab) != list(data.vocab.itos):
+        raise CheckpointError(
+            f"the checkpoint {path} has another vocabulary ({len(vocab)} tokens there, "
+            f"{len(data.vocab)} here); resume with the same --data, --tokens and --normalize, "
+            "or use another --out"
+        )
+    if payload.get("data_sha1", digest) != digest:
+        raise CheckpointError(
+            f"the checkpoint {path} was trained on other data (same shape, different values); "
+            "resume with the same --data file, or use another --out"
+        )

@@ -8,7 +8,7 @@ from tbptt.data.corpus import (
     load_corpus,
     read_text,
 )
-from tbptt.data.dataset import DataShape, Dataset, TextData, prepare_text, unigram_perplexity
+from tbptt.data.dataset import Dataset, DataShape, TextData, prepare_text, unigram_perplexity
 from tbptt.data.streams import (
     Batch,
     RandomStream,

@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tbptt.data.dataset import DataShape
 from tbptt.data.streams import StreamData
 from tbptt.errors import SpecError
 
@@ -104,6 +105,41 @@ class Task:
     baseline: dict
     model: str | None
     description: str
+
+    # -- the Dataset interface (tbptt.data.Dataset) ------------------------------------
+
+    @property
+    def shape(self) -> DataShape:
+        tokens = self.input_kind == "tokens"
+        return DataShape(
+            vocab_size=self.input_size if tokens else 0,
+            input_size=0 if tokens else self.input_size,
+            output_size=self.output_size,
+            objective=self.objective,
+        )
+
+    def train_split(self) -> StreamData:
+        return self.train
+
+    def valid_split(self) -> StreamData:
+        return self.valid
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """The trivial predictor's validation ``loss`` (and ``rmse`` = sqrt of an MSE)."""
+        loss = float(self.baseline["loss"])
+        metrics = {"loss": loss}
+        if self.baseline.get("metric") == "mse":
+            metrics["rmse"] = math.sqrt(loss)
+        return {self.baseline["name"]: metrics}
+
+    def describe(self) -> dict:
+        return {
+            "kind": "task",
+            "task": self.spec or self.name,
+            "params": dict(self.params),
+            "train_rows": len(self.train),
+            "valid_rows": len(self.valid),
+        }
 
 
 @dataclass(frozen=True)

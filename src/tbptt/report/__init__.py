@@ -1,11 +1,12 @@
 """Report layer: plots and written reports from recorded metrics."""
 
 from tbptt.report.compare import ReportPaths, table_rows, write_report
-from tbptt.report.plots import plot_training
+from tbptt.report.plots import plot_predictions, plot_training
 from tbptt.report.summary import Stat, Verdict, run_summary, strategy_rows, verdicts
 
 __all__ = [
     "plot_training",
+    "plot_predictions",
     "ReportPaths",
     "table_rows",
     "write_report",

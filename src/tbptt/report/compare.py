@@ -5,13 +5,17 @@
     report.md          the report; figures referenced as the PNG files below
     report.html        the same report, figures embedded (data URIs): one file to send
     cuts.png           how each strategy cuts the opening of the text into windows
-    validation.png     validation perplexity vs epochs and vs training seconds
+                       (text data only: other data has no opening to show)
+    validation.png     validation perplexity (or the objective's primary metric) vs
+                       epochs and vs training seconds
     gap.png            validation - training loss per epoch
     grad_norms.png     gradient-norm distribution per strategy
     summary.json       the table's numbers per run and per strategy, and the verdicts
 
 Every number comes from the runs' metrics records (:mod:`tbptt.report.summary`);
-every verdict is computed from those numbers.
+every verdict is computed from those numbers. A run is judged by its objective's
+primary metric (perplexity for a language model, else e.g. rmse, acc or loss), and
+the data's baselines (trivial predictors) are listed under the table.
 """
 
 from __future__ import annotations
@@ -24,9 +28,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tbptt.report.figures import plot_cuts, plot_gap, plot_grad_norms, plot_validation
-from tbptt.report.summary import COLUMNS, Stat, run_summary, strategy_rows, verdicts
+from tbptt.report.summary import (
+    Stat,
+    columns,
+    metric_of,
+    run_summary,
+    strategy_rows,
+    verdicts,
+)
 
-__all__ = ["ReportPaths", "write_report", "table_rows"]
+__all__ = ["ReportPaths", "write_report", "table_rows", "baseline_line"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +56,38 @@ FIGURES = (
 )
 
 
+def _is_text(comparison) -> bool:
+    return (comparison.data or {}).get("kind", "text") == "text"
+
+
+def _columns(comparison):
+    return columns(metric_of(comparison).name, _is_text(comparison))
+
+
+def _figures(comparison) -> tuple[tuple[str, str], ...]:
+    # (key, title) of the figures; no picture of the cuts without an opening to cut.
+    m = metric_of(comparison)
+    shown = [
+        ("cuts", "How the strategies cut the text"),
+        ("validation", f"Validation {m.label}"),
+        ("gap", "Generalization gap: validation − training loss (the regularization claim)"),
+        ("grad_norms", "Gradient norms (the stability claim)"),
+    ]
+    return tuple(shown if comparison.opening else shown[1:])
+
+
 def table_rows(comparison) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows of the results table (mean ± spread over seeds)."""
-    header = ["strategy", *[title for _, title, _ in COLUMNS]]
+    """Header and formatted rows of the results table (mean ± spread over seeds).
+
+    Columns follow the objective: ``val ppl``/``train ppl`` for a language model,
+    else ``val <metric>``, ``val loss``, ``train loss`` (see :func:`summary.columns`).
+    """
+    cols = _columns(comparison)
+    header = ["strategy", *[title for _, title, _ in cols]]
     rows = []
     for row in strategy_rows(comparison):
         cells = [row["strategy"]]
-        for key, _, fmt in COLUMNS:
+        for key, _, fmt in cols:
             cells.append(row[key].format(fmt) if key in row else "n/a")
         rows.append(cells)
     return header, rows
@@ -69,6 +105,64 @@ def _json_safe(value):
     return value
 
 
+def baseline_line(comparison) -> str:
+    """``Baselines: unigram ppl 16.73`` / ``persistence: rmse 2.582, mae 2.025; mean: ...``
+    ('' when the data has none)."""
+    baselines = (comparison.data or {}).get("baselines") or {}
+    parts = []
+    for name, values in baselines.items():
+        numbers = ", ".join(f"{k} {_number(v)}" for k, v in values.items())
+        parts.append(f"{name} {numbers}" if len(values) == 1 else f"{name}: {numbers}")
+    return f"Baselines: {'; '.join(parts)}" if parts else ""
+
+
+def _number(value) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return (
+        f"{value:.2f}"
+        if abs(value) >= 10
+        else f"{value:.3f}"
+        if abs(value) >= 1
+        else f"{value:.4g}"
+    )
+
+
+def _data_line(d: dict) -> str:
+    kind = d.get("kind", "text")
+    if kind == "text" or "train_tokens" in d:
+        return (
+            f"Data: {d['train_tokens']:,} training / {d['valid_tokens']:,} validation "
+            f"{d.get('level', '')} tokens, vocabulary {d['vocab_size']}."
+        )
+    rows = ""
+    if "train_rows" in d:
+        rows = f"{d['train_rows']:,} training / {d.get('valid_rows', 0):,} validation rows"
+    if kind == "task":
+        params = ", ".join(f"{k} {v}" for k, v in (d.get("params") or {}).items())
+        what = f"task {d.get('task', '?')}" + (f" ({params})" if params else "")
+    elif kind == "series":
+        what = f"series, targets {', '.join(map(str, d.get('targets', [])))}"
+        if d.get("horizon") is not None:
+            what += f", horizon {d['horizon']}"
+    else:
+        what = str(kind)
+    return f"Data: {what}" + (f"; {rows}." if rows else ".")
+
+
+def _model_line(m) -> str:
+    if m is None:
+        return "Model: custom model; the same initial weights for every strategy of a seed."
+    return (
+        f"Model: {m.kind}, {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size or 'one-hot'}, "
+        f"dropout {m.dropout:g}; the same initial weights for every strategy of a seed."
+    )
+
+
 def _setup_lines(comparison) -> list[str]:
     c, m, t, d = comparison.config, comparison.model, comparison.train, comparison.data
     budget = [
@@ -76,17 +170,23 @@ def _setup_lines(comparison) -> list[str]:
         f"{c.budget_seconds:g} training seconds" if c.budget_seconds else None,
         f"{c.budget_tokens:,} tokens" if c.budget_tokens else None,
     ]
-    return [
-        f"Data: {d['train_tokens']:,} training / {d['valid_tokens']:,} validation "
-        f"{d.get('level', '')} tokens, vocabulary {d['vocab_size']}.",
-        f"Model: {m.kind}, {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size or 'one-hot'}, "
-        f"dropout {m.dropout:g}; the same initial weights for every strategy of a seed.",
+    objective = metric_of(comparison)
+    lines = [
+        _data_line(d),
+        _model_line(m),
         f"Training: {t.optimizer} lr {t.lr:g}, batch {t.batch_size} streams, clip {t.clip:g}, "
         f"{t.sampling} sampling, non-finite steps: {t.nonfinite}.",
         f"Budget per run: {' or '.join(b for b in budget if b)}"
         f"{' (whichever comes first)' if sum(map(bool, budget)) > 1 else ''}; "
         f"seeds {', '.join(str(s) for s in c.seeds)}.",
     ]
+    if not objective.lm:
+        better = "higher" if objective.higher_is_better else "lower"
+        lines.append(
+            f"Objective: {objective.objective}; strategies compared by validation "
+            f"{objective.name} ({better} is better)."
+        )
+    return lines
 
 
 NOTES = (
@@ -100,34 +200,58 @@ NOTES = (
 )
 
 
+OTHER_NOTES = (
+    "Training loss is the mean over each epoch's windows while training; validation metrics "
+    "are measured after the epoch with the state carried across the whole validation split. "
+    "Seconds are training seconds (evaluation excluded); an epoch stopped by the budget counts "
+    "as the fraction of the data it covered. Peak memory is the highest resident memory sampled "
+    "during the run minus the level just before it (all runs share one process); on a CUDA "
+    "device, the allocator's peak during the run. With several seeds a cell reads mean ± "
+    "sample standard deviation."
+)
+
+
+def _notes(comparison) -> str:
+    return NOTES if metric_of(comparison).lm else OTHER_NOTES
+
+
 def write_report(comparison, out: str | Path) -> ReportPaths:
     """Figures, ``report.md``, ``report.html`` and ``summary.json`` for ``comparison`` in ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed = comparison.config.seeds[0]
-    figures = {
-        "cuts": plot_cuts(
+    figures = {}
+    if comparison.opening:  # text data: the picture of the cuts
+        figures["cuts"] = plot_cuts(
             comparison.strategies,
             comparison.opening,
             comparison.separator,
             comparison.stream_steps,
             seed,
             out / "cuts.png",
-        ),
+        )
+    figures |= {
         "validation": plot_validation(comparison, out / "validation.png"),
         "gap": plot_gap(comparison, out / "gap.png"),
         "grad_norms": plot_grad_norms(comparison, out / "grad_norms.png"),
     }
     header, rows = table_rows(comparison)
+    metric = metric_of(comparison)
     found = verdicts(comparison)
     samples = [(r.strategy, r.seed, r.sample) for r in comparison.runs]
     runs = [(r.strategy, r.seed, r.directory) for r in comparison.runs]
 
     summary = {
         "setup": _setup_lines(comparison),
+        "objective": dict(getattr(comparison, "objective", None) or {}),
+        "baselines": _json_safe((comparison.data or {}).get("baselines") or {}),
         "strategies": [_json_safe(r) for r in strategy_rows(comparison)],
         "runs": [
-            {"strategy": r.strategy, "seed": r.seed, **_json_safe(run_summary(r.records))}
+            {
+                "strategy": r.strategy,
+                "seed": r.seed,
+                **_json_safe(run_summary(r.records, metric.name, metric.higher_is_better)),
+            }
             for r in comparison.runs
         ],
         "verdicts": [asdict(v) for v in found],
@@ -145,25 +269,33 @@ def write_report(comparison, out: str | Path) -> ReportPaths:
 def _markdown(comparison, header, rows, found, samples, runs) -> str:
     lines = ["# Truncation strategies compared", ""]
     lines += [f"- {line}" for line in _setup_lines(comparison)] + [""]
-    lines += ["## How each strategy cuts the text", "", "![cuts](cuts.png)", ""]
+    figures = _figures(comparison)
+    if figures[0][0] == "cuts":
+        lines += ["## How each strategy cuts the text", "", "![cuts](cuts.png)", ""]
     lines += ["## Results", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", NOTES, ""]
+    lines.append("")
+    if baselines := baseline_line(comparison):
+        lines += [baselines + ".", ""]
+    lines += [_notes(comparison), ""]
     lines += ["## Verdicts", ""]
     for v in found:
         lines += [f"- **{v.claim}** — *{v.outcome}.* {v.text}", ""]
-    for key, title in FIGURES[1:]:
-        lines += [f"## {title}", "", f"![{key}]({key}.png)", ""]
-    lines += ["## Samples", ""]
-    prefix = comparison.config.prefix
-    lines += [
-        f"Each trained model continues {prefix!r} (temperature {comparison.config.temperature:g}).",
-        "",
-    ]
-    for strategy, seed, sample in samples:
-        lines += [f"- `{strategy}` (seed {seed}):", "", "  ```", f"  {sample}", "  ```", ""]
+    for key, title in figures:
+        if key != "cuts":
+            lines += [f"## {title}", "", f"![{key}]({key}.png)", ""]
+    if any(sample for _, _, sample in samples):
+        lines += ["## Samples", ""]
+        prefix = comparison.config.prefix
+        lines += [
+            f"Each trained model continues {prefix!r} "
+            f"(temperature {comparison.config.temperature:g}).",
+            "",
+        ]
+        for strategy, seed, sample in samples:
+            lines += [f"- `{strategy}` (seed {seed}):", "", "  ```", f"  {sample}", "  ```", ""]
     lines += ["## Files", ""]
     for strategy, seed, directory in runs:
         if directory:
@@ -205,8 +337,11 @@ def _html(comparison, header, rows, found, samples, runs, figures) -> str:
         "<ul>",
         *[f"<li>{e(line)}</li>" for line in _setup_lines(comparison)],
         "</ul>",
-        f"<h2>{e(FIGURES[0][1])}</h2>",
-        image(*FIGURES[0]),
+    ]
+    figure_list = _figures(comparison)
+    if figure_list[0][0] == "cuts":
+        parts += [f"<h2>{e(figure_list[0][1])}</h2>", image(*figure_list[0])]
+    parts += [
         "<h2>Results</h2>",
         "<table>",
         "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>",
@@ -215,22 +350,27 @@ def _html(comparison, header, rows, found, samples, runs, figures) -> str:
     for row in rows:
         cells = [f"<td>{e(row[0])}</td>"] + [f'<td class="num">{e(c)}</td>' for c in row[1:]]
         parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts += ["</tbody>", "</table>", f"<p>{e(NOTES)}</p>", "<h2>Verdicts</h2>", "<ul>"]
+    parts += ["</tbody>", "</table>"]
+    if baselines := baseline_line(comparison):
+        parts.append(f"<p>{e(baselines)}.</p>")
+    parts += [f"<p>{e(_notes(comparison))}</p>", "<h2>Verdicts</h2>", "<ul>"]
     for v in found:
         parts.append(
             f'<li><strong>{e(v.claim)}</strong> <span class="outcome">{e(v.outcome)}.</span> '
             f"{e(v.text)}</li>"
         )
     parts.append("</ul>")
-    for key, title in FIGURES[1:]:
-        parts += [f"<h2>{e(title)}</h2>", image(key, title)]
-    parts += [
-        "<h2>Samples</h2>",
-        f"<p>Each trained model continues {e(repr(comparison.config.prefix))} "
-        f"(temperature {comparison.config.temperature:g}).</p>",
-    ]
-    for strategy, seed, sample in samples:
-        parts += [f"<h3>{e(strategy)} (seed {seed})</h3>", f"<pre>{e(sample)}</pre>"]
+    for key, title in figure_list:
+        if key != "cuts":
+            parts += [f"<h2>{e(title)}</h2>", image(key, title)]
+    if any(sample for _, _, sample in samples):
+        parts += [
+            "<h2>Samples</h2>",
+            f"<p>Each trained model continues {e(repr(comparison.config.prefix))} "
+            f"(temperature {comparison.config.temperature:g}).</p>",
+        ]
+        for strategy, seed, sample in samples:
+            parts += [f"<h3>{e(strategy)} (seed {seed})</h3>", f"<pre>{e(sample)}</pre>"]
     parts += ["<h2>Files</h2>", "<ul>"]
     for strategy, seed, directory in runs:
         if directory:

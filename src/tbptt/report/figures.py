@@ -19,7 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from tbptt.report.summary import epoch_curve, trained_strategies, val_curve  # noqa: E402
+from tbptt.report.summary import (  # noqa: E402
+    epoch_curve,
+    metric_of,
+    trained_strategies,
+    val_curve,
+)
 from tbptt.truncation import Window, parse_strategy  # noqa: E402
 
 __all__ = [
@@ -160,11 +165,13 @@ def _band(curves: list[tuple[list[float], list[float]]], points: int = 60):
     return grid, ys.mean(0), ys.min(0), ys.max(0)
 
 
-def _plot_curves(ax, comparison, colors, x_key: str, y_key: str) -> None:
+def _plot_curves(ax, comparison, colors, x_key: str, y_key: str, source: str = "val") -> None:
+    # source "val": every validation point (val_curve), "epoch": one point per epoch.
+    metric = metric_of(comparison).name
     for spec in comparison.strategies:
         curves = []
         for run in comparison.runs_of(spec):
-            c = val_curve(run.records) if y_key == "val_ppl" else epoch_curve(run.records)
+            c = (val_curve if source == "val" else epoch_curve)(run.records, metric)
             pairs = [(x, y) for x, y in zip(c[x_key], c[y_key]) if math.isfinite(y)]
             if pairs:
                 curves.append(([p[0] for p in pairs], [p[1] for p in pairs]))
@@ -184,24 +191,29 @@ def _plot_curves(ax, comparison, colors, x_key: str, y_key: str) -> None:
 
 
 def plot_validation(comparison, path: str | Path) -> Path:
-    """Validation perplexity vs epochs and vs training seconds; bands: min..max over seeds."""
+    """Validation metric vs epochs and vs training seconds; bands: min..max over seeds.
+
+    The y axis is logarithmic for perplexity, linear for other metrics.
+    """
     path = Path(path)
+    m = metric_of(comparison)
+    label = f"validation {m.label}"
     colors = strategy_colors(comparison.strategies)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
-    _plot_curves(axes[0], comparison, colors, "epochs", "val_ppl")
-    _plot_curves(axes[1], comparison, colors, "seconds", "val_ppl")
-    axes[0].set(
-        xlabel="epochs (budget-stopped epochs count as a fraction)", ylabel="validation perplexity"
-    )
-    axes[1].set(xlabel="training seconds (evaluation excluded)", ylabel="validation perplexity")
+    _plot_curves(axes[0], comparison, colors, "epochs", m.key)
+    _plot_curves(axes[1], comparison, colors, "seconds", m.key)
+    axes[0].set(xlabel="epochs (budget-stopped epochs count as a fraction)", ylabel=label)
+    axes[1].set(xlabel="training seconds (evaluation excluded)", ylabel=label)
     for ax in axes:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.tick_params(axis="y", which="minor", labelsize=7)
+        if m.lm:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.suptitle(_seeds_note(comparison, "validation perplexity"))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(_seeds_note(comparison, label))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -213,15 +225,17 @@ def plot_gap(comparison, path: str | Path) -> Path:
     path = Path(path)
     colors = strategy_colors(comparison.strategies)
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    _plot_curves(ax, comparison, colors, "epochs", "gap_nats")
+    _plot_curves(ax, comparison, colors, "epochs", "gap", source="epoch")
     ax.axhline(0, color="black", lw=0.8)
+    lm = metric_of(comparison).lm
     ax.set(
         xlabel="epochs",
-        ylabel="validation − training loss (nats / token)",
+        ylabel="validation − training loss" + (" (nats / token)" if lm else ""),
         title=_seeds_note(comparison, "generalization gap"),
     )
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

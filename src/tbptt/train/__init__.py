@@ -2,6 +2,15 @@
 evaluation, generation, metrics and checkpoints."""
 
 from tbptt.train.checkpoint import load_checkpoint, save_checkpoint
+from tbptt.train.config import (
+    OPTIMIZERS,
+    CheckpointConfig,
+    ObjectiveConfig,
+    OutputConfig,
+    RunConfig,
+    TrainConfig,
+    build_optimizer,
+)
 from tbptt.train.engine import sequence_gradient, window_loss
 from tbptt.train.evaluate import evaluate, evaluation_batch, unigram_perplexity
 from tbptt.train.generate import generate
@@ -15,7 +24,7 @@ from tbptt.train.objectives import (
     Regression,
     make_objective,
 )
-from tbptt.train.trainer import OPTIMIZERS, TrainConfig, Trainer, build_optimizer
+from tbptt.train.trainer import Trainer
 
 __all__ = [
     "load_checkpoint",
@@ -37,6 +46,10 @@ __all__ = [
     "read_metrics",
     "OPTIMIZERS",
     "TrainConfig",
+    "RunConfig",
+    "CheckpointConfig",
+    "ObjectiveConfig",
+    "OutputConfig",
     "Trainer",
     "build_optimizer",
 ]

@@ -63,6 +63,7 @@ __all__ = [
 
 DEFAULT_STRATEGIES = ("full", "regular:35", "randomized:35")
 OPENING_TOKENS = 400  # tokens of the first stream kept for the picture of the cuts
+SMALL_MODEL = 8  # parameters: a model this small has its final values in the run record
 
 
 @dataclass
@@ -522,6 +523,12 @@ def _one_run(
                 "steps": trainer.step,
                 "tokens": done["tokens"],
                 "peak_memory_mb": memory.megabytes,
+                # A model of a few scalars (influence balancing's theta) is reported as it ends.
+                **(
+                    {"parameters": {n: p.tolist() for n, p in trainer.model.named_parameters()}}
+                    if sum(p.numel() for p in trainer.model.parameters()) <= SMALL_MODEL
+                    else {}
+                ),
                 **(
                     {
                         "peak_cuda_mb": (

@@ -27,7 +27,7 @@ from tbptt.data.streams import Batch, StreamData, as_stream_data
 from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.tree import State
 
-__all__ = ["evaluation_batch", "evaluate", "unigram_perplexity"]
+__all__ = ["evaluation_batch", "evaluate", "predict", "unigram_perplexity"]
 
 
 def _columns(rows: torch.Tensor, batch_size: int, fill) -> torch.Tensor:
@@ -77,7 +77,25 @@ def evaluation_batch(
     )
 
 
-@torch.no_grad()
+def _outputs(model: nn.Module, batch: Batch, window: int, state: State | None = None):
+    """Yield (rows, outputs (T, B, O)) window by window: eval mode, state carried, resets
+    applied, no graph."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, batch.inputs.shape[0], window):
+                rows = slice(start, start + window)
+                resets = batch.resets[rows] if batch.resets is not None else None
+                if resets is not None and bool(resets.any()):
+                    outputs, state = model(batch.inputs[rows], state, resets=resets)
+                else:
+                    outputs, state = model(batch.inputs[rows], state)  # (T, B, O)
+                yield rows, outputs
+    finally:
+        model.train(was_training)
+
+
 def evaluate(
     model: nn.Module,
     batch: Batch,
@@ -93,20 +111,20 @@ def evaluate(
     document starts; rows where ``batch.mask`` is False are not counted.
     """
     objective = objective or LanguageModel()
-    was_training = model.training
-    model.eval()
     sums: dict[str, float] = {}
-    try:
-        for start in range(0, batch.inputs.shape[0], window):
-            rows = slice(start, start + window)
-            resets = batch.resets[rows] if batch.resets is not None else None
-            if resets is not None and bool(resets.any()):
-                outputs, state = model(batch.inputs[rows], state, resets=resets)
-            else:
-                outputs, state = model(batch.inputs[rows], state)  # (T, B, O)
-            mask = batch.mask[rows] if batch.mask is not None else None
-            for key, value in objective.statistics(outputs, batch.targets[rows], mask).items():
-                sums[key] = sums.get(key, 0.0) + value
-    finally:
-        model.train(was_training)
+    for rows, outputs in _outputs(model, batch, window, state):
+        mask = batch.mask[rows] if batch.mask is not None else None
+        for key, value in objective.statistics(outputs, batch.targets[rows], mask).items():
+            sums[key] = sums.get(key, 0.0) + value
     return sums
+
+
+def predict(
+    model: nn.Module, split: StreamData, *, batch_size: int = 16, window: int = 256
+) -> torch.Tensor:
+    """The model's outputs (N, O) for an aligned split's N rows, in row order, computed
+    exactly as :func:`evaluate` scores them (the same columns, state carried, resets), so
+    predictions and reported metrics agree."""
+    batch = evaluation_batch(split, batch_size)
+    outputs = torch.cat([out for _, out in _outputs(model, batch, window)])  # (R, B, O)
+    return outputs.transpose(0, 1).reshape(-1, outputs.shape[-1])[: len(split)]  # (N, O)

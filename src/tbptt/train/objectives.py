@@ -52,6 +52,7 @@ __all__ = [
     "OBJECTIVES",
     "make_objective",
     "default_objective",
+    "check_fits",
 ]
 
 IGNORE = -100  # target id cross_entropy skips
@@ -278,3 +279,19 @@ def default_objective(split: StreamData) -> Objective:
     if split.targets.is_floating_point():
         return Regression()
     return Classification()
+
+
+def check_fits(name: str, split: StreamData) -> None:
+    """Refuse an objective the split's targets cannot serve (one line, what to use instead)."""
+    if split.next_token:
+        kind, fits = "next-token token ids", name == "lm"
+    elif split.targets.is_floating_point():
+        kind, fits = "float targets", name in ("regress", "custom")
+    else:
+        kind, fits = "class ids", name in ("classify", "custom")
+    if not fits:
+        implied = default_objective(split).name
+        raise ConfigError(
+            f"the objective {name!r} does not fit this data, whose targets are {kind}; "
+            f"use the objective {implied!r}"
+        )

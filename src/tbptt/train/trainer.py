@@ -24,7 +24,6 @@ import math
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -32,6 +31,7 @@ from torch import nn
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
 from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
+from tbptt.train.config import TrainConfig, build_optimizer, resumable_fields
 from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.metrics import MetricsWriter
@@ -39,93 +39,13 @@ from tbptt.train.objectives import Objective, default_objective, make_objective
 from tbptt.tree import State, cpu_copy, detach_state, map_state, state_tensors
 from tbptt.truncation import Strategy, Window, parse_strategy
 
-__all__ = ["TrainConfig", "Trainer", "OPTIMIZERS", "MEASURED_FIELDS", "build_optimizer"]
+__all__ = ["Trainer", "MEASURED_FIELDS"]
 
-log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SAMPLING = ("sequential", "random")
-NONFINITE = ("stop", "skip")
-LR_SCHEDULES = ("cosine", "constant")
 # Metrics fields measured from the machine (wall clock, memory), not computed from the
 # run: two runs of the same seed -- or a run and its resumed copy -- differ only in these.
 MEASURED_FIELDS = frozenset({"seconds", "tokens_per_s", "peak_rss_mb", "peak_cuda_mb"})
 
-
-@dataclass
-class TrainConfig:
-    """Training options (saved with every run and checkpoint).
-
-    ``clip = 0`` turns gradient clipping off. ``nonfinite``: on a NaN/inf loss
-    or gradient, ``"stop"`` raises :class:`NonFiniteError`, ``"skip"`` drops
-    the step and counts it; either way the optimizer never applies it.
-    """
-
-    strategy: str = "regular:35"
-    batch_size: int = 32
-    epochs: int = 10
-    optimizer: str = "adam"
-    lr: float = 5e-3
-    lr_schedule: str = "cosine"
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    clip: float = 1.0
-    sampling: str = "sequential"
-    eval_batch_size: int = 16
-    eval_window: int = 256
-    nonfinite: str = "stop"
-    seed: int = 0
-    device: str = "cpu"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def check(self) -> None:
-        """Raise one :class:`ConfigError` listing every invalid option."""
-        problems = []
-        if self.batch_size < 1:
-            problems.append(f"batch size must be >= 1, got {self.batch_size}")
-        if self.epochs < 0:
-            problems.append(f"epochs must be >= 0, got {self.epochs}")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(
-                f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"learning rate must be a positive number, got {self.lr}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            problems.append(
-                f"unknown learning-rate schedule {self.lr_schedule!r}, expected one of {', '.join(LR_SCHEDULES)}"
-            )
-        if not (self.clip >= 0 and math.isfinite(self.clip)):
-            problems.append(f"clip must be >= 0 (0 = off), got {self.clip}")
-        if self.sampling not in SAMPLING:
-            problems.append(
-                f"unknown sampling {self.sampling!r}, expected one of {', '.join(SAMPLING)}"
-            )
-        if self.nonfinite not in NONFINITE:
-            problems.append(
-                f"unknown non-finite policy {self.nonfinite!r}, expected {' or '.join(NONFINITE)}"
-            )
-        if self.eval_batch_size < 1 or self.eval_window < 1:
-            problems.append("evaluation batch size and window must be >= 1")
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-
-def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+log = logging.getLogger(__name__)
 
 
 def peak_rss_mb() -> float:
@@ -510,9 +430,6 @@ class Trainer:
             "_state_shapes",
         }
     )
-    # Options a resumed run may change: they do not alter the trajectory up to the
-    # checkpoint (epochs extends or shortens the run; nonfinite only acts on NaN).
-    RESUMABLE_CHANGES = ("epochs", "nonfinite", "device")
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly, as CPU copies.
@@ -559,7 +476,7 @@ class Trainer:
         check_compatible(
             {"train": d.get("config", {})},
             {"train": self.config.to_dict()},
-            ignore=tuple(f"train.{k}" for k in self.RESUMABLE_CHANGES),
+            ignore=tuple(f"train.{k}" for k in resumable_fields(TrainConfig)),
         )
         _check_same_parameters(d["model"], self.model.state_dict())
         self.model.load_state_dict(d["model"])
