@@ -4,8 +4,11 @@ Shape convention for the whole package (time-major, as torch's RNNs):
 
     T  time steps          B  batch = parallel streams     H  hidden size
     V  vocabulary size     L  layers                        I  input size
+    F  input features      D  target values                 O  model outputs (V, classes or D)
 
-    tokens (N,)   inputs, targets (T, B)   logits (T, B, V)
+    a split's rows (N,) token ids or (N, F) features; targets (N,) ids or (N, D) values
+    a window's inputs (T, B) or (T, B, F); targets (T, B) or (T, B, D); outputs (T, B, O)
+    resets, mask (T, B) bool
     state (L, B, H), or (hidden, cell) = ((L, B, H), (L, B, H)) for LSTM
 
 The one abstraction: a gradient gate xi_t on each state edge h_{t-1} -> h_t,
@@ -13,7 +16,9 @@ identity forward, gradient times xi_t backward (xi = 0 is a real detach).
 A truncation strategy is a rule for the gates and for where windows end.
 """
 
-from tbptt.data import TextData, load_corpus, prepare_text
+from tbptt.data import Dataset, StreamData, TextData, load_corpus, prepare_text
+from tbptt.data.series import SeriesData, prepare_series
+from tbptt.data.tasks import Task, parse_task
 from tbptt.errors import (
     CheckpointError,
     ConfigError,
@@ -22,9 +27,27 @@ from tbptt.errors import (
     SpecError,
     TbpttError,
 )
-from tbptt.models import ModelConfig, Recurrent, RecurrentLM, apply_gate
+from tbptt.models import (
+    ModelConfig,
+    Recurrent,
+    RecurrentLM,
+    RecurrentModel,
+    RecurrentNet,
+    apply_gate,
+)
 from tbptt.models.custom import CustomLM, StatefulModule
-from tbptt.train import TrainConfig, Trainer, generate, sequence_gradient
+from tbptt.train import (
+    Classification,
+    LanguageModel,
+    Objective,
+    PerStepLoss,
+    Regression,
+    RunConfig,
+    TrainConfig,
+    Trainer,
+    generate,
+    sequence_gradient,
+)
 from tbptt.truncation import (
     FullBPTT,
     RandomizedTruncation,
@@ -37,7 +60,13 @@ from tbptt.truncation import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Dataset",
+    "StreamData",
     "TextData",
+    "SeriesData",
+    "prepare_series",
+    "Task",
+    "parse_task",
     "load_corpus",
     "prepare_text",
     "CheckpointError",
@@ -49,10 +78,18 @@ __all__ = [
     "ModelConfig",
     "Recurrent",
     "RecurrentLM",
+    "RecurrentModel",
+    "RecurrentNet",
     "apply_gate",
     "CustomLM",
     "StatefulModule",
     "TrainConfig",
+    "RunConfig",
+    "Objective",
+    "LanguageModel",
+    "Classification",
+    "Regression",
+    "PerStepLoss",
     "Trainer",
     "generate",
     "sequence_gradient",

@@ -60,7 +60,7 @@ def test_every_strategy_trains_from_the_command_line(spec, model, slice_of_the_t
     assert math.isfinite(epoch["val_ppl"]) and epoch["val_ppl"] > 1
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["strategy"] == spec
-    rows = config["data"]["train_tokens"] // 4 - 1  # steps per stream
+    rows = config["dataset"]["train_tokens"] // 4 - 1  # steps per stream
     assert sum(s["length"] for s in steps) == rows
     expected_steps = {
         "full": 1,
@@ -92,7 +92,7 @@ def test_documents_and_zoneout_from_the_command_line(tmp_path, capsys):
             "--zoneout", "0.1", "--zoneout-cell", "0.2", "--out", str(out), *TINY]  # fmt: skip
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["data"]["documents"] == 12
+    assert config["dataset"]["documents"] == 12
     assert config["model"]["zoneout"] == 0.1 and config["model"]["zoneout_cell"] == 0.2
     # one file cut at a separator
     text = tmp_path / "joined.txt"
@@ -101,7 +101,7 @@ def test_documents_and_zoneout_from_the_command_line(tmp_path, capsys):
     argv = ["train", "--data", str(text), "--separator", "\\n\\n\\n", "--model", "gru",
             "--strategy", "regular:8", "--out", str(out2), *TINY]  # fmt: skip
     assert main(argv) == 0
-    assert json.loads((out2 / "config.json").read_text())["data"]["documents"] == 12
+    assert json.loads((out2 / "config.json").read_text())["dataset"]["documents"] == 12
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ Also here: the guards on the carried state, and the non-finite policy on an expl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -175,7 +176,7 @@ def test_everything_the_trainer_holds_is_saved_or_rebuilt(strategy, tmp_path):
 def test_a_checkpoint_of_another_configuration_or_model_is_refused(tmp_path):
     state = through_a_file(make_trainer("regular:5").state_dict(), tmp_path)
     other_batch = make_trainer("regular:5")
-    other_batch.config.batch_size = 4
+    other_batch.config = dataclasses.replace(other_batch.config, batch_size=4)
     with pytest.raises(CheckpointError) as e:
         other_batch.load_state_dict(state)
     assert "train.batch_size is 3 there but 4 here" in str(e.value)

@@ -228,7 +228,11 @@ def compare_command(args) -> int:
             f"{run.strategy} seed {run.seed}: val {metric} {s[f'val_{metric}']:.4g}, train loss "
             f"{s['train_loss']:.4g}, {s['epochs']:.2f} epochs, {s['steps']:,} steps, "
             f"{s['tokens_per_s'] / 1e3:.1f}k rows/s, {s['wall_seconds']:.1f} s wall "
-            f"(stopped by {s['stop']})",
+            f"(stopped by {s['stop']})"
+            + "".join(
+                f"; final {name} {value}"
+                for name, value in run.run_record.get("parameters", {}).items()
+            ),
             flush=True,
         )
 

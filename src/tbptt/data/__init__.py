@@ -1,4 +1,5 @@
-"""Data layer: corpora, tokenizers, vocabulary and token streams."""
+"""Data layer: corpora, tokenizers, vocabulary, time series, synthetic tasks, and the streams
+they become (one split type, one batch type)."""
 
 from tbptt.data.corpus import (
     TIME_MACHINE,
