@@ -17,7 +17,16 @@ __all__ = [
 
 
 class TbpttError(ValueError):
-    """Base class of every error that a user can cause and fix."""
+    """Base class of every error that a user can cause and fix.
+
+    ``options``: the dotted configuration keys (``train.lr``) the fix involves; the
+    library names options, not flags, and a front end (the command line) can name its
+    own flags for them.
+    """
+
+    def __init__(self, message: str = "", *, options: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.options = tuple(options)
 
 
 class DataError(TbpttError):

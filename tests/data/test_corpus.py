@@ -74,7 +74,8 @@ def test_unreachable_sources_give_one_line(url, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="cannot download") as e:
         fetch(remote(url), cache)
-    assert "\n" not in str(e.value) and "--data FILE" in str(e.value)
+    assert "\n" not in str(e.value) and "pass your own file" in str(e.value)
+    assert e.value.options == ("data.path",)  # the command line names its flag for it
     assert not (cache / "corpus.txt").exists() and not debris(cache)
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from tbptt.report import table_rows, verdicts, write_report
+from tbptt.report.claims import LEARNED
 from tbptt.report.compare import baseline_line
 from tbptt.report.summary import (
-    LEARNED,
     epoch_curve,
     run_summary,
     strategy_rows,

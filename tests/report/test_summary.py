@@ -5,7 +5,8 @@ import math
 import pytest
 
 from tbptt.models import ModelConfig
-from tbptt.report.summary import run_summary, time_to_reach, val_curve, verdicts
+from tbptt.report.claims import verdicts
+from tbptt.report.summary import run_summary, time_to_reach, val_curve
 from tbptt.train import TrainConfig
 from tbptt.train.compare import CompareConfig, Comparison, RunResult
 

@@ -198,3 +198,17 @@ def test_validation_restarts_state_at_document_starts():
     assert total == pytest.approx(ref, abs=1e-9)
     carried = evaluate(model, evaluation_batch(valid, 1, context=torch.tensor(3)), window=4)
     assert abs(carried["loss_sum"] - total) > 1e-6  # the resets matter
+
+
+def test_a_built_strategy_must_match_the_configuration():
+    from tbptt.errors import ConfigError
+    from tbptt.truncation import RegularTruncation
+
+    tokens = _tokens(200)
+    config = TrainConfig(strategy="regular:5", batch_size=3)
+    trainer = Trainer(tiny_lm("gru"), tokens, tokens[:0], config, strategy=RegularTruncation(5))
+    assert trainer.strategy.spec == "regular:5"
+    with pytest.raises(
+        ConfigError, match="the strategy regular:7 differs from the configuration's regular:5"
+    ):
+        Trainer(tiny_lm("gru"), tokens, tokens[:0], config, strategy=RegularTruncation(7))

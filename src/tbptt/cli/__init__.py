@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from tbptt.cli.analyze import analyze_parser
+from tbptt.cli.common import flag_hint
 from tbptt.cli.compare import compare_parser
 from tbptt.cli.env import env_parser
 from tbptt.cli.train import train_parser
@@ -45,5 +46,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.command(args) or 0)
     except TbpttError as e:
-        print(f"tbptt {args.verb}: error: {e}", file=sys.stderr)
+        print(f"tbptt {args.verb}: error: {e}{flag_hint(e.options)}", file=sys.stderr)
         return 2

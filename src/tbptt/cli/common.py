@@ -31,6 +31,7 @@ __all__ = [
     "add_optimizer_arguments",
     "run_config_from_args",
     "given_flags",
+    "flag_hint",
     "model_config_for_data",
     "check_device",
     "build_model",
@@ -224,6 +225,14 @@ def add_optimizer_arguments(g) -> None:
     )
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def flag_hint(options: tuple[str, ...]) -> str:
+    """`` (flags: --lr, --clip)`` for the configuration keys a library error names."""
+    flags = [
+        f"--{d.replace('_', '-')}" for key in options for d, k in FLAG_KEYS.items() if k == key
+    ]
+    return f" (flags: {', '.join(flags)})" if flags else ""
 
 
 def given_flags(args) -> set[str]:

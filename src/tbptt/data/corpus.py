@@ -81,7 +81,8 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
         if got != remote.sha1:
             raise DataError(
                 f"{target} has SHA-1 {got}, expected {remote.sha1}; "
-                f"delete it so tbptt downloads a fresh copy, or pass your own file with --data"
+                f"delete it so tbptt downloads a fresh copy, or pass your own file",
+                options=("data.path",),
             )
         return target
     try:
@@ -125,7 +126,8 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
             reason = f"connection closed after {len(e.partial)} bytes"
         raise DataError(
             f"cannot download {remote.url} ({reason}); without internet, copy {remote.name} "
-            f"into {directory} (or set TBPTT_DATA_DIR, or pass --data FILE)"
+            f"into {directory} (or set TBPTT_DATA_DIR, or pass your own file)",
+            options=("data.path",),
         ) from e
     finally:
         tmp.unlink(missing_ok=True)

@@ -135,7 +135,8 @@ def prepare_text(
     if len(tokens) < 2:
         raise DataError(
             f"the text has {len(tokens)} {level} token(s) after normalization "
-            f"{normalization!r}; it needs many more (try --normalize none, or a longer file)"
+            f"{normalization!r}; it needs many more (try the normalization 'none', or a longer file)",
+            options=("data.normalize", "data.path"),
         )
     n_valid = int(round(len(tokens) * valid_fraction))
     train_tokens = tokens[: len(tokens) - n_valid]

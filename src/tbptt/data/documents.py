@@ -71,7 +71,8 @@ def read_documents(path: str | Path, *, separator: str | None = None) -> list[st
     if not separator:
         raise DataError(
             f"{path} is a single file: give the separator that ends each document "
-            "(e.g. --separator '\\n\\n\\n'), or pass a directory with one file per document"
+            "(e.g. '\\n\\n\\n'), or pass a directory with one file per document",
+            options=("data.separator",),
         )
     documents = [d for d in read_text(path).split(separator) if d.strip()]
     if not documents:

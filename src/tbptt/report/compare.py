@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tbptt.report.claims import verdicts
 from tbptt.report.figures import plot_cuts, plot_gap, plot_grad_norms, plot_validation
 from tbptt.report.summary import (
     Stat,
@@ -34,7 +35,6 @@ from tbptt.report.summary import (
     metric_of,
     run_summary,
     strategy_rows,
-    verdicts,
 )
 
 __all__ = ["ReportPaths", "write_report", "table_rows", "baseline_line"]

@@ -31,6 +31,7 @@ import torch
 from tbptt.data.config import DataConfig
 from tbptt.errors import ConfigError
 from tbptt.models.lm import ModelConfig
+from tbptt.train.checkpoint.compat import flatten_keys, same_value
 from tbptt.train.objectives import OBJECTIVES
 
 __all__ = [
@@ -280,31 +281,12 @@ class RunConfig:
         """``key is X there but Y here`` for every option that differs from ``saved``
         (only the options a resumed run may not change, unless ``resumable``)."""
         allowed = set() if resumable else self.resumable_keys()
-        mine, theirs = _flatten(self.to_dict()), _flatten(saved.to_dict())
+        mine, theirs = flatten_keys(self.to_dict()), flatten_keys(saved.to_dict())
         return [
             f"{key} is {theirs.get(key)!r} there but {mine.get(key)!r} here"
             for key in sorted(set(mine) | set(theirs))
-            if key not in allowed and not _same(mine.get(key), theirs.get(key))
+            if key not in allowed and not same_value(mine.get(key), theirs.get(key))
         ]
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True  # NaN equals NaN here
-    return a == b and type(a) is type(b) or (_number(a) and _number(b) and a == b)
 
 
 def _number(x: Any) -> bool:

@@ -15,6 +15,8 @@ Per epoch, until the stream is exhausted::
 The run's whole state -- model, optimizer, carried hidden state, stream
 position, epoch and step counters, and every random generator -- is returned
 by :meth:`Trainer.state_dict` so a run can be checkpointed and resumed exactly.
+Saving and restoring it is :mod:`tbptt.train.runstate`; the checks that the
+carried state and the weights are sound are :mod:`tbptt.train.guards`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,20 @@ import torch
 from torch import nn
 
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
-from tbptt.errors import CheckpointError, ConfigError, DataError, NonFiniteError
-from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
-from tbptt.train.config import TrainConfig, build_optimizer, resumable_fields
+from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.train.config import TrainConfig, build_optimizer
 from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_batch
+from tbptt.train.guards import (
+    check_detached,
+    check_finite_weights,
+    check_state_shapes,
+    freed_graph_error,
+)
 from tbptt.train.metrics import MetricsWriter
 from tbptt.train.objectives import Objective, default_objective, make_objective
-from tbptt.tree import State, cpu_copy, detach_state, map_state, state_tensors
+from tbptt.train.runstate import RunState
+from tbptt.tree import State, detach_state, state_tensors
 from tbptt.truncation import Strategy, Window, parse_strategy
 
 __all__ = ["Trainer", "MEASURED_FIELDS"]
@@ -53,7 +61,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class Trainer:
+class Trainer(RunState):
     """Trains ``model`` on a stream under a truncation strategy, for an objective.
 
     Args:
@@ -74,6 +82,9 @@ class Trainer:
             cross-entropy for a next-token split, classification for integer
             targets, regression for float targets).
         metrics: where step and epoch records go (None: kept in memory only).
+
+    The run's state is saved and restored by :meth:`state_dict` and
+    :meth:`load_state_dict` (from :class:`~tbptt.train.runstate.RunState`).
     """
 
     def __init__(
@@ -95,7 +106,7 @@ class Trainer:
             strategy = parse_strategy(config.strategy)
         elif strategy.spec != config.strategy:
             raise ConfigError(
-                f"the strategy {self.strategy.spec} differs from the configuration's "
+                f"the strategy {strategy.spec} differs from the configuration's "
                 f"{config.strategy}; build the TrainConfig with strategy=strategy.spec"
             )
         self.strategy: Strategy = strategy
@@ -199,7 +210,7 @@ class Trainer:
             self.state = detach_state(state)
             self.context = result.context
         elif self.config.nonfinite == "skip":
-            self._check_finite_weights()
+            check_finite_weights(self.model, epoch=self.epoch + 1, step=self.step + 1)
             self.skipped += 1
             self.state = None  # a non-finite state would poison every later window
             self.context = None
@@ -225,7 +236,7 @@ class Trainer:
             "counted": counted,  # rows whose loss counts
         }
 
-    # -- guards ------------------------------------------------------------------------
+    # -- guards (the checks themselves: tbptt.train.guards) ----------------------------
 
     def _checked_carried_state(self, batch_size: int) -> State:
         """The carried state, refused when it cannot be the state entering this window.
@@ -236,26 +247,12 @@ class Trainer:
         window's graph alive and makes the next backward reach into freed graphs.
         """
         state = self.state
-        if not getattr(self.strategy, "keeps_graph", False):
-            held = [t for t in state_tensors(state) if t.grad_fn is not None]
-            if held:
-                raise ConfigError(
-                    f"the carried state still holds an autograd graph (grad_fn "
-                    f"{type(held[0].grad_fn).__name__}) but {self.strategy.spec} cuts it at every "
-                    "window; store the state detached (trainer.state = detach_state(state)) or "
-                    "set trainer.state = None to start from a fresh state"
-                )
+        check_detached(state, self.strategy)
         want = self._state_shapes.get(batch_size)
         if want is None:  # built once per batch size, not every window
             want = [tuple(t.shape) for t in state_tensors(self._initial_state(batch_size))]
             self._state_shapes[batch_size] = want
-        got = [tuple(t.shape) for t in state_tensors(state)]
-        if got != want:
-            raise ConfigError(
-                f"the carried state has shape {_shapes(got)} but a window of batch size "
-                f"{batch_size} needs {_shapes(want)}; keep the batch size fixed between windows, "
-                "or set trainer.state = None (or a state from model.initial_state(batch_size))"
-            )
+        check_state_shapes(state, want, batch_size)
         return state
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -266,29 +263,7 @@ class Trainer:
         except RuntimeError as e:
             if "second time" not in str(e):
                 raise
-            holders = _graph_holders(self.model)
-            where = (
-                f" (module attribute{'s' if len(holders) > 1 else ''} {', '.join(holders[:3])} "
-                "hold(s) tensors with an autograd graph)"
-                if holders
-                else ""
-            )
-            raise ConfigError(
-                "the model reuses a state from an earlier window whose graph was already freed"
-                f"{where}; return the state from forward() and let the trainer carry it, or "
-                "detach what the module keeps between calls (self.hidden = h.detach())"
-            ) from None
-
-    def _check_finite_weights(self) -> None:
-        """Under ``nonfinite="skip"``: refuse to go on once the weights themselves are NaN/inf
-        (an earlier step overflowed them), since skipping cannot bring them back."""
-        for name, p in self.model.named_parameters():
-            if not bool(torch.isfinite(p).all()):
-                raise NonFiniteError(
-                    f"parameter {name} is non-finite at epoch {self.epoch + 1}, step "
-                    f"{self.step + 1}: an earlier step overflowed the weights and skipping cannot "
-                    "recover; lower --lr or set --clip, and resume from an earlier checkpoint"
-                )
+            raise freed_graph_error(self.model) from None
 
     def current_lr(self) -> float:
         """The scheduled learning rate at the stream's current position.
@@ -407,126 +382,3 @@ class Trainer:
     def steps_per_epoch(self) -> float:
         """Expected optimizer steps per epoch (exact for deterministic strategies)."""
         return math.ceil(self.stream.steps / self.reference_length)
-
-    # -- run state ---------------------------------------------------------------------
-
-    # Attributes rebuilt by the constructor from its arguments (their mutable contents
-    # -- weights, optimizer moments, generator, stream cursor -- are in state_dict).
-    # Every other attribute is run state: state_dict must save it and load_state_dict
-    # restore it; tests/train/test_resume.py fails for an attribute left out.
-    REBUILT_ATTRIBUTES = frozenset(
-        {
-            "config",
-            "device",
-            "model",
-            "strategy",
-            "generator",
-            "stream",
-            "reference_length",
-            "optimizer",
-            "metrics",
-            "objective",
-            "valid_batch",
-            "_state_shapes",
-        }
-    )
-
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue exactly, as CPU copies.
-
-        Model and optimizer state, the carried hidden state (all B streams), the
-        stream cursor, epoch / step / skipped counters, the epoch's partial sums,
-        the strategy's generator, every global generator (torch CPU and CUDA,
-        Python, NumPy), the strategy's own state where it has one, and the
-        configuration. Only tensors, numbers, strings and containers, so
-        ``torch.load(weights_only=True)`` reads it.
-        """
-        return cpu_copy(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "hidden": self.state,
-                "context": self.context.state_dict() if self.context is not None else None,
-                "epoch": self.epoch,
-                "step": self.step,
-                "skipped": self.skipped,
-                "position": self.stream.position,
-                "epoch_partial": [
-                    self._epoch_loss,
-                    self._epoch_tokens,
-                    self._epoch_seconds,
-                    self._epoch_counted,
-                ],
-                "generator": self.generator.get_state(),
-                "rng": capture_rng(),
-                "strategy": self.strategy.state_dict()
-                if hasattr(self.strategy, "state_dict")
-                else None,
-                "config": self.config.to_dict(),
-            }
-        )
-
-    def load_state_dict(self, d: dict) -> None:
-        """Continue the run saved by :meth:`state_dict`.
-
-        Raises:
-            CheckpointError: the state belongs to another configuration or model
-                (one line naming the mismatch); nothing is changed then.
-        """
-        check_compatible(
-            {"train": d.get("config", {})},
-            {"train": self.config.to_dict()},
-            ignore=tuple(f"train.{k}" for k in resumable_fields(TrainConfig)),
-        )
-        _check_same_parameters(d["model"], self.model.state_dict())
-        self.model.load_state_dict(d["model"])
-        try:
-            self.optimizer.load_state_dict(d["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(
-                f"the checkpoint's optimizer state does not fit this model and optimizer: {e}"
-            ) from e
-        hidden = d.get("hidden")
-        self.state = map_state(lambda t: t.to(self.device), hidden) if hidden is not None else None
-        self.context = Context.from_state_dict(d.get("context"), self.device)
-        self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
-        self.stream.position = d["position"]
-        partial = list(d.get("epoch_partial", [0.0, 0, 0.0]))
-        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = partial[:3]
-        self._epoch_counted = partial[3] if len(partial) > 3 else self._epoch_tokens
-        self.generator.set_state(d["generator"])
-        if d.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
-            self.strategy.load_state_dict(d["strategy"])
-        restore_rng(d["rng"] if "rng" in d else {"torch": d["torch_rng"]})
-
-
-def _check_same_parameters(saved: dict, current: dict) -> None:
-    """One-line CheckpointError naming the first parameters that differ in name or shape."""
-    problems = [f"{k} is missing" for k in current if k not in saved]
-    problems += [f"{k} is unexpected" for k in saved if k not in current]
-    problems += [
-        f"{k} has shape {tuple(saved[k].shape)} there, {tuple(v.shape)} here"
-        for k, v in current.items()
-        if k in saved and tuple(saved[k].shape) != tuple(v.shape)
-    ]
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise CheckpointError(
-            f"the checkpoint holds another model: {'; '.join(problems[:3])}{more}; "
-            "resume with the same model options, or start a new run"
-        )
-
-
-def _shapes(shapes: list[tuple[int, ...]]) -> str:
-    return ", ".join(str(s) for s in shapes) if shapes else "(no tensors)"
-
-
-def _graph_holders(model: nn.Module) -> list[str]:
-    """``module.attribute`` names of plain tensor attributes that carry an autograd graph."""
-    found = []
-    for prefix, module in model.named_modules():
-        for key, value in vars(module).items():
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            if any(isinstance(v, torch.Tensor) and v.grad_fn is not None for v in values):
-                found.append(f"{prefix}.{key}" if prefix else key)
-    return found

@@ -1,17 +1,15 @@
-"""Truncation layer: strategies as pure policy (window lengths and gates), and their registry."""
+"""Truncation layer: strategies as pure policy (window lengths and gates), and their registry.
 
-from tbptt.truncation.strategies import (
-    STRATEGIES,
-    FullBPTT,
-    K1K2Truncation,
-    RandomizedTruncation,
-    RegularTruncation,
-    Strategy,
-    VariableLength,
-    Window,
-    parse_strategy,
-    register,
-)
+Modules: :mod:`~tbptt.truncation.base` (:class:`Window`, :class:`Strategy` and the gate and
+loss conventions), :mod:`~tbptt.truncation.deterministic` (full BPTT, regular, TBPTT(k1, k2)),
+:mod:`~tbptt.truncation.stochastic` (randomized truncation, variable length) and
+:mod:`~tbptt.truncation.strategies` (the spec grammar, registry and :func:`parse_strategy`).
+"""
+
+from tbptt.truncation.base import Strategy, Window
+from tbptt.truncation.deterministic import FullBPTT, K1K2Truncation, RegularTruncation
+from tbptt.truncation.stochastic import RandomizedTruncation, VariableLength
+from tbptt.truncation.strategies import STRATEGIES, parse_strategy, register
 
 __all__ = [
     "STRATEGIES",
