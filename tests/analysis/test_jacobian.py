@@ -205,3 +205,22 @@ def test_jacobians_follow_the_models_own_step_with_zoneout():
         torch.testing.assert_close(jacobians[0][b], J[b, :, b, :], rtol=0, atol=1e-12)
     plain = torch.autograd.functional.jacobian(lambda f: _run(model, inputs[:1], f, like), s)
     assert (plain[0, :, 0, :] - J[0, :, 0, :]).abs().max() > 0.1  # zoneout changes the map
+
+
+@pytest.mark.parametrize("embedding", [0, 3])
+def test_jacobians_of_a_model_reading_float_features_equal_autograd(embedding):
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=2, output_size=1, kind="lstm", hidden_size=3, num_layers=2,
+                         embedding_size=embedding, dropout=0.0)  # fmt: skip
+    model = RecurrentLM(config).double().eval()
+    inputs = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    jacobians, _ = state_jacobians(model, inputs)
+    like = model.initial_state(3)
+    s = state_vector(like)
+    for t in range(4):
+        J = torch.autograd.functional.jacobian(
+            lambda f, t=t: _run(model, inputs[t : t + 1], f, like), s
+        )
+        for b in range(3):
+            torch.testing.assert_close(jacobians[t][b], J[b, :, b, :], rtol=0, atol=1e-12)
+        s = _run(model, inputs[t : t + 1], s, like).detach()

@@ -100,3 +100,29 @@ def test_interrupt_reports_the_finished_runs(text_file, tmp_path, capsys, monkey
     assert "1 finished run(s)" in capsys.readouterr().err
     assert "regular:6" in (out / "report.md").read_text()
     assert "randomized:6" not in (out / "report.md").read_text()
+
+
+def test_compare_on_a_time_series_and_on_a_task(tmp_path, capsys):
+    series = tmp_path / "s.csv"
+    rows = [f"d{i},{(i * 7) % 13 + 0.5 * i:.2f}" for i in range(160)]
+    series.write_text("Date,Temp\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", str(series), "--target", "Temp", "--budget-epochs", "1",
+            "--strategies", "full", "regular:5", "--out", str(out), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert re.search(r"^\| strategy \| val rmse \|", stdout, flags=re.M)
+    report = (out / "report.md").read_text()
+    assert "persistence" in report and "val rmse" in report
+    assert not (out / "cuts.png").exists()  # no text to draw the cuts on
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["objective"]["primary"] == "rmse"
+    assert set(comparison["data"]["baselines"]) == {"persistence", "mean"}
+
+    out = tmp_path / "task"
+    argv = ["compare", "--task", "adding:T=6,episodes=40,valid_episodes=8", "--budget-epochs",
+            "1", "--strategies", "regular:2", "regular:6", "--out", str(out), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    # The learned-or-not verdict is computed against the task's baseline.
+    assert "The task is learned only by strategies" in stdout and "always predict 1" in stdout

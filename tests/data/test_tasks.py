@@ -184,3 +184,9 @@ def test_an_unknown_task_lists_every_task_with_its_defaults():
         defaults = ",".join(f"{p.name}={p.default}" for p in TASKS[name].params)
         assert f"{name}:{defaults}" in message
     assert "adding:T=100,episodes=1000,valid_episodes=200" in message
+
+
+def test_copy_majority_class_baseline_is_the_share_of_blanks():
+    task = parse_task("copy:T=7,length=3,episodes=20,valid_episodes=5")
+    # blank is the most frequent target: T + length of every T + 2 length steps
+    assert task.baselines()["majority class"]["acc"] == pytest.approx((7 + 3) / (7 + 6))

@@ -291,7 +291,12 @@ def test_nonfinite_stop_names_step_window_and_norm():
         )
     message = str(e.value)
     assert f"step {trainer.step + 1}" in message and "window at row" in message
-    assert "gradient norm" in message and "--nonfinite skip" in message and "\n" not in message
+    assert "gradient norm" in message and "nonfinite='skip'" in message and "\n" not in message
+    assert "--" not in message  # the library names options; the command line adds its flags
+    assert e.value.options == ("train.lr", "train.clip", "train.nonfinite")
+    from tbptt.cli.common import flag_hint
+
+    assert flag_hint(e.value.options) == " (flags: --lr, --clip, --nonfinite)"
     last_good = snapshots[-1] if snapshots else before
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, last_good[k]), f"{k} changed in the step that was refused"

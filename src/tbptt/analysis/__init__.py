@@ -7,6 +7,9 @@
 - :mod:`~tbptt.analysis.spectrum`: eigenvalues and singular values of the recurrent blocks;
 - :mod:`~tbptt.analysis.estimator`: each strategy's gradient against the exact one
   (cosine, bias, variance, MSE);
+- :mod:`~tbptt.analysis.windows`: the windows they run on, cut from a training
+  split (text, a time series, a task) as training lays it out;
+- :mod:`~tbptt.analysis.runs`: a checkpoint's model and its run's data, rebuilt;
 - :mod:`~tbptt.analysis.lab`: those measurements end to end, written as JSON, PNG
   and Markdown (``tbptt analyze``).
 
@@ -31,10 +34,8 @@ from tbptt.analysis.jacobian import (
 )
 from tbptt.analysis.lab import (
     bias_lab,
-    encode_training_text,
     jacobian_lab,
     linear_lab,
-    load_model,
     spectrum_lab,
 )
 from tbptt.analysis.linear import (
@@ -47,8 +48,15 @@ from tbptt.analysis.linear import (
     matrix_with_spectral_radius,
     spectral_radius,
 )
+from tbptt.analysis.runs import load_model
 from tbptt.analysis.spectrum import recurrent_blocks, reference_radius, spectrum
-from tbptt.analysis.windows import data_windows, measuring_copy, warm_state
+from tbptt.analysis.windows import (
+    Windows,
+    data_windows,
+    measuring_copy,
+    stream_windows,
+    warm_state,
+)
 
 __all__ = [
     "compare_estimates",
@@ -63,7 +71,6 @@ __all__ = [
     "state_jacobians",
     "vector_state",
     "bias_lab",
-    "encode_training_text",
     "jacobian_lab",
     "linear_lab",
     "load_model",
@@ -79,7 +86,9 @@ __all__ = [
     "recurrent_blocks",
     "reference_radius",
     "spectrum",
+    "Windows",
     "data_windows",
+    "stream_windows",
     "measuring_copy",
     "warm_state",
 ]

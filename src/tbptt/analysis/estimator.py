@@ -1,8 +1,10 @@
 """How good is a strategy's gradient: bias and variance against the exact gradient.
 
-On fixed weights and one batch of windows, inputs and targets (T, B):
+On fixed weights and one batch of windows, inputs and targets (T, B[, F or D]),
+with the data's per-stream resets and loss mask and its objective (next-token
+cross-entropy for text, squared error for a series, ...):
 
-- the exact gradient g of the mean token loss, every gate 1 (``full``);
+- the exact gradient g of the mean row loss, every gate 1 (``full``);
 - each strategy's estimate, from :func:`tbptt.train.sequence_gradient`: the
   sum of its windows' gradients, state carried (detached) between windows,
   as training would see it at these weights. A deterministic strategy
@@ -31,8 +33,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tbptt.errors import DataError
 from tbptt.models.gating import State
-from tbptt.train import sequence_gradient
+from tbptt.train import Objective, sequence_gradient
 from tbptt.truncation import FullBPTT, Strategy, parse_strategy
 
 __all__ = ["flat_gradient", "exact_gradient", "estimator_quality", "compare_estimates"]
@@ -44,10 +47,31 @@ def flat_gradient(grads: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def exact_gradient(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, state: State | None = None
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    state: State | None = None,
+    resets: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    objective: Objective | None = None,
 ) -> torch.Tensor:
-    """(P,) the exact gradient of the mean token loss over (T, B): every gate 1, no cut."""
-    return flat_gradient(sequence_gradient(model, FullBPTT(), inputs, targets, state=state))
+    """(P,) the exact gradient of the mean row loss over (T, B): every gate 1, no cut.
+
+    ``resets``, ``mask`` (T, B) bool and ``objective`` as for :func:`tbptt.train.sequence_gradient`.
+    """
+    return flat_gradient(
+        sequence_gradient(
+            model,
+            FullBPTT(),
+            inputs,
+            targets,
+            state=state,
+            resets=resets,
+            mask=mask,
+            objective=objective,
+        )
+    )
 
 
 def compare_estimates(estimates: torch.Tensor, exact: torch.Tensor) -> dict:
@@ -88,17 +112,24 @@ def estimator_quality(
     draws: int = 20,
     generator: torch.Generator | None = None,
     state: State | None = None,
+    resets: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    objective: Objective | None = None,
     on_result=None,
 ) -> dict:
     """Bias and variance of each strategy's gradient against the exact one (module docstring).
 
     Args:
         model: put it in eval mode (no dropout) and, for exactness, float64.
-        inputs, targets: (T, B) token indices.
+        inputs: (T, B) token ids or (T, B, F) features.
+        targets: (T, B) ids or (T, B, D) values (what ``objective`` scores).
         strategies: specs such as ``regular:35``, ``randomized:35`` (or strategy objects).
         draws: estimates per random strategy (deterministic ones get one).
         generator: the source of the random strategies' cuts (default: seed 0).
         state: the state before the window (None: zeros), the same for every estimate.
+        resets: (T, B) bool, where a stream restarts its state (None: nowhere).
+        mask: (T, B) bool, the rows whose loss counts (None: every row).
+        objective: the loss (None: next-token cross-entropy).
         on_result: called with each strategy's result dict as it is finished.
 
     Returns:
@@ -106,9 +137,26 @@ def estimator_quality(
         one result per strategy: ``spec``, ``k`` (the strategy's nominal window
         length, when it has one), ``stochastic`` and the statistics of
         :func:`compare_estimates`.
+
+    Raises:
+        DataError: the exact gradient is zero (no row's loss counts, or it is flat) or not
+            finite, so nothing can be measured relative to it.
     """
     generator = generator or torch.Generator().manual_seed(0)
-    exact = exact_gradient(model, inputs, targets, state=state)
+    marks = dict(state=state, resets=resets, mask=mask, objective=objective)
+    exact = exact_gradient(model, inputs, targets, **marks)
+    norm = float(exact.norm())
+    if not math.isfinite(norm):
+        raise DataError(
+            "the exact gradient on these windows is not finite (the loss overflows there); "
+            "use shorter windows, another offset or a model whose state stays bounded"
+        )
+    if norm == 0:
+        raise DataError(
+            "the exact gradient on these windows is zero (no row's loss counts there, or the "
+            "loss is flat), so no bias can be measured relative to it; use longer windows or "
+            "another offset"
+        )
     results = []
     for spec in strategies:
         strategy = parse_strategy(spec)
@@ -117,7 +165,7 @@ def estimator_quality(
             [
                 flat_gradient(
                     sequence_gradient(
-                        model, strategy, inputs, targets, generator=generator, state=state
+                        model, strategy, inputs, targets, generator=generator, **marks
                     )
                 )
                 for _ in range(n)

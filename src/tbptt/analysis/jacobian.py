@@ -7,7 +7,8 @@ every layer's hidden vector, and for LSTM every layer's cell vector too
     A_t = ds_t / ds_{t-1}        (B, S, S), one matrix per stream
 
 is computed by autograd through the model's per-step path on the real inputs
-x_t (one batched backward of S grad vectors per step). Then
+x_t, token ids or float features (one batched backward of S grad vectors per
+step). Then
 
     ds_T/ds_{T-k} = A_T A_{T-1} ... A_{T-k+1}        k = 0 .. T
 
@@ -67,9 +68,9 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
     """One-step state Jacobians along a window, and the final state.
 
     Args:
-        model: a ``RecurrentLM`` (called as ``model(tokens (1, B), state, path="steps")``),
+        model: a ``RecurrentNet`` (called as ``model(x (1, B[, F]), state, path="steps")``),
             in eval mode for dropout-free values.
-        inputs: (T, B) token indices.
+        inputs: (T, B) token ids or (T, B, F) features.
         state: the state before step 1 (None: zeros).
 
     Returns:
@@ -85,18 +86,18 @@ def state_jacobians(model: nn.Module, inputs: torch.Tensor, state: State | None 
     # the model's own forward (embedding, and any zoneout's evaluation-time mixing, included).
     seed = torch.eye(S, dtype=flat.dtype).unsqueeze(1).expand(S, B, S).reshape(S * B, S)
     jacobians = []
-    for tokens in inputs:  # (B,)
+    for x in inputs:  # (B,) ids or (B, F) features
         s_in = flat.repeat(S, 1).requires_grad_(True)  # (S B, S), row j B + b = stream b
         with torch.enable_grad():
             _, out = model(
-                tokens.repeat(S).unsqueeze(0),  # (1, S B)
+                x.repeat(S, *[1] * (x.dim() - 1)).unsqueeze(0),  # (1, S B[, F])
                 vector_state(s_in, _replicate(state, S)),
                 path="steps",
             )
             (rows,) = torch.autograd.grad(state_vector(out), s_in, seed)  # (S B, S)
         jacobians.append(rows.view(S, B, S).transpose(0, 1))  # (B, S, S): [b, j, i]
         with torch.no_grad():
-            _, state = model(tokens.unsqueeze(0), state, path="steps")
+            _, state = model(x.unsqueeze(0), state, path="steps")
         flat = state_vector(state)
     return jacobians, state
 
@@ -162,8 +163,8 @@ def jacobian_norms(
     """||ds_T/ds_{T-k}|| for k = 0 .. T on one window of real inputs (see the module docstring).
 
     Args:
-        model: a ``RecurrentLM`` (put it in eval mode, and in float64 for long windows).
-        inputs: (T, B) token indices: B streams, T steps.
+        model: a ``RecurrentNet`` (put it in eval mode, and in float64 for long windows).
+        inputs: (T, B) token ids or (T, B, F) features: B streams, T steps.
         state: the state before the window (None: zeros).
         norm: ``"spectral"`` (largest singular value) or ``"frobenius"``.
     """

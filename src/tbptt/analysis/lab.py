@@ -1,9 +1,12 @@
 """The gradient laboratory's experiments end to end: measure, plot, write JSON + PNG + Markdown.
 
-Each ``*_lab`` function takes a model (fresh, or from :func:`load_model`) and a
-token stream, runs one measurement, writes ``<name>.json``, ``<name>*.png`` and
-``<name>.md`` (a short summary that shows the figures) into ``out``, and
-returns the JSON payload. ``tbptt analyze <name>`` is a thin wrapper around them.
+Each ``*_lab`` function takes a model (fresh, or from
+:func:`tbptt.analysis.load_model`) and a
+training split (a :class:`~tbptt.data.StreamData`: text tokens, a time series,
+a task; a (N,) token tensor is a text's), runs one measurement, writes
+``<name>.json``, ``<name>*.png`` and ``<name>.md`` (a short summary that shows
+the figures) into ``out``, and returns the JSON payload. ``tbptt analyze
+<name>`` is a thin wrapper around them.
 """
 
 from __future__ import annotations
@@ -25,60 +28,19 @@ from tbptt.analysis.linear import (
 )
 from tbptt.analysis.plots import plot_bias, plot_jacobian, plot_spectrum
 from tbptt.analysis.spectrum import reference_radius, spectrum
-from tbptt.analysis.windows import data_windows, measuring_copy, warm_state
-from tbptt.data import Vocab, normalize, split_stream, tokenize
-from tbptt.errors import CheckpointError, ConfigError
-from tbptt.models import ModelConfig, RecurrentLM
-from tbptt.train import load_checkpoint, sequence_gradient
+from tbptt.analysis.windows import data_windows, measuring_copy, stream_windows, warm_state
+from tbptt.data import StreamData
+from tbptt.errors import ConfigError, DataError
+from tbptt.models import ModelConfig, RecurrentLM, RecurrentNet
+from tbptt.train import Objective, sequence_gradient
 from tbptt.truncation import FullBPTT
 
 __all__ = [
-    "load_model",
-    "encode_training_text",
     "linear_lab",
     "jacobian_lab",
     "spectrum_lab",
     "bias_lab",
 ]
-
-
-# -- inputs ------------------------------------------------------------------------------
-
-
-def load_model(path: str | Path) -> tuple[RecurrentLM, list[str], dict]:
-    """(model with the checkpoint's weights, vocabulary, resolved run config) from ``tbptt train``.
-
-    Raises:
-        CheckpointError: missing or unreadable file, or weights that do not fit the saved config.
-    """
-    payload = load_checkpoint(path)
-    try:
-        resolved = payload["config"]
-        weights = payload["trainer"]["model"]
-        config = ModelConfig.from_dict(resolved["model"])
-    except (KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
-    if payload.get("vocab") is None or not config.tokens:
-        raise CheckpointError(
-            f"{path} is a run on {resolved.get('data', {}).get('kind') or 'non-text'} data; the "
-            "gradient laboratory reads checkpoints of text runs"
-        )
-    itos = list(payload["vocab"])
-    model = RecurrentLM(config)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"the weights in {path} do not fit its model config: {first}") from e
-    return model, itos, resolved
-
-
-def encode_training_text(
-    text: str, itos: Sequence[str], *, level: str, normalization: str, valid_fraction: float
-) -> torch.Tensor:
-    """The training part (N,) of ``text`` encoded with a given vocabulary (a checkpoint's)."""
-    tokens = Vocab(itos=itos).encode(tokenize(normalize(text, normalization), level))
-    return split_stream(tokens, valid_fraction)[0]
 
 
 # -- output ------------------------------------------------------------------------------
@@ -94,9 +56,32 @@ def _write(out: Path, name: str, payload: dict, lines: list[str], figures: list[
 
 
 def _describe(model: nn.Module) -> str:
+    if not isinstance(model, RecurrentNet):
+        inner = getattr(model, "module", model)  # a StatefulModule's own module
+        return f"{type(inner).__name__} ({sum(p.numel() for p in model.parameters())} parameters)"
     c = model.config
     bound = f", spectral norm <= {c.spectral_norm:g}" if c.spectral_norm else ""
     return f"{c.kind} {c.num_layers}x{c.hidden_size}{bound}"
+
+
+def _model_info(model: nn.Module) -> dict:
+    """The built-in model's configuration, else the module's name and size."""
+    if isinstance(model, RecurrentNet):
+        return model.config.to_dict()
+    inner = getattr(model, "module", model)
+    return {
+        "module": type(inner).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _built_in_only(model: nn.Module, name: str) -> None:
+    """jacobian and spectrum read the built-in model's recurrent blocks and per-step path."""
+    if not isinstance(model, RecurrentNet):
+        raise ConfigError(
+            f"analyze {name} needs the built-in recurrent model (RecurrentNet), got "
+            f"{_describe(model)}; analyze bias measures any model"
+        )
 
 
 def _curve(label: str, log_norms: torch.Tensor, fit: dict, radius: float | None) -> dict:
@@ -227,7 +212,7 @@ def linear_lab(
 
 def jacobian_lab(
     model: nn.Module,
-    tokens: torch.Tensor,
+    data: StreamData | torch.Tensor,
     out: str | Path,
     *,
     length: int = 100,
@@ -236,23 +221,35 @@ def jacobian_lab(
     offset: int = 0,
     norm: str = "spectral",
 ) -> dict:
-    """||dh_T/dh_t|| against T - t on real windows, its fitted rate and the spectral-radius reference."""
+    """||dh_T/dh_t|| against T - t on real windows, its fitted rate and the spectral-radius reference.
+
+    ``data``: the training split (a (N,) token tensor, or a :class:`~tbptt.data.StreamData`
+    of ids or features). The warm-up honours the split's resets; inside the measured
+    window they are not applied (past one the product would be exactly 0): the
+    Jacobians are those of the state map driven by the window's inputs.
+
+    Raises:
+        ConfigError: the model is not a built-in ``RecurrentNet``.
+        DataError: the split is too short for the windows.
+    """
+    _built_in_only(model, "jacobian")
     out = Path(out)
     model = measuring_copy(model)
-    warm, inputs, _ = data_windows(
-        tokens, length=length, streams=streams, warmup=warmup, offset=offset
-    )
-    profile = jacobian_norms(model, inputs, state=warm_state(model, warm), norm=norm)
+    w = stream_windows(data, length=length, streams=streams, warmup=warmup, offset=offset)
+    state = warm_state(model, w.warmup, resets=w.warmup_resets)
+    profile = jacobian_norms(model, w.inputs, state=state, norm=norm)
     fit = profile.fit()
     radius = reference_radius(model)
     curve = _curve(_describe(model), profile.log_norms, fit, radius)
     figure = plot_jacobian([curve], out / "jacobian.png", title=f"{_describe(model)}, {norm} norm")
+    restarts = int(w.resets.sum()) if w.resets is not None else 0
     payload = {
         "model": model.config.to_dict(),
         "length": length,
         "streams": streams,
         "warmup": warmup,
         "offset": offset,
+        "restarts_not_applied": restarts,
         "norm": norm,
         "fit": fit,
         "reference_radius": radius,
@@ -272,12 +269,23 @@ def jacobian_lab(
         f"{fit['start']}..{fit['stop'] - 1}); spectral radius of the reference recurrent block: "
         f"{radius:.4f} (the exact rate only for a linear RNN).",
     ]
+    if restarts:
+        lines += [
+            "",
+            f"The window holds {restarts} stream restart(s) (episode or series starts); they are "
+            "not applied here: these are the Jacobians of the state map across them.",
+        ]
     _write(out, "jacobian", payload, lines, [figure])
     return payload
 
 
 def spectrum_lab(model: nn.Module, out: str | Path) -> dict:
-    """Eigenvalues and singular values of every recurrent block."""
+    """Eigenvalues and singular values of every recurrent block.
+
+    Raises:
+        ConfigError: the model is not a built-in ``RecurrentNet``.
+    """
+    _built_in_only(model, "spectrum")
     out = Path(out)
     blocks = spectrum(model)
     figure = plot_spectrum(blocks, out / "spectrum.png", title=_describe(model))
@@ -299,9 +307,10 @@ def spectrum_lab(model: nn.Module, out: str | Path) -> dict:
 
 def bias_lab(
     model: nn.Module,
-    tokens: torch.Tensor,
+    data: StreamData | torch.Tensor,
     out: str | Path,
     *,
+    objective: Objective | None = None,
     ks: Sequence[int] = (1, 5, 10, 35, 100),
     families: Sequence[str] = ("regular", "randomized"),
     length: int = 200,
@@ -312,25 +321,47 @@ def bias_lab(
     seed: int = 0,
     on_result: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Cosine, bias, variance and MSE of ``<family>:K`` against the exact gradient, for each K."""
+    """Cosine, bias, variance and MSE of ``<family>:K`` against the exact gradient, for each K.
+
+    ``data``: the training split (a (N,) token tensor, or a :class:`~tbptt.data.StreamData`
+    whose ``starts`` and ``mask`` become the windows' resets and loss mask);
+    ``objective``: the data's loss (None: next-token cross-entropy). Any model
+    :func:`tbptt.train.sequence_gradient` runs will do.
+
+    Raises:
+        DataError: the split is too short for the windows, or no row's loss counts in them.
+    """
     out = Path(out)
     model = measuring_copy(model)
-    warm, inputs, targets = data_windows(
-        tokens, length=length, streams=streams, warmup=warmup, offset=offset
-    )
+    w = stream_windows(data, length=length, streams=streams, warmup=warmup, offset=offset)
+    rows = w.inputs.shape[0] * w.inputs.shape[1]
+    counted = int(w.mask.sum()) if w.mask is not None else rows
+    if counted == 0:
+        raise DataError(
+            f"no row's loss counts in the {streams} windows of {length} steps (the data's loss "
+            "mask); use longer windows or another offset"
+        )
+    restarts = int(w.resets.sum()) if w.resets is not None else 0
     specs = [f"{family}:{k}" for k in ks for family in families]
     result = estimator_quality(
         model,
-        inputs,
-        targets,
+        w.inputs,
+        w.targets,
         specs,
         draws=draws,
         generator=torch.Generator().manual_seed(seed),
-        state=warm_state(model, warm),
+        state=warm_state(model, w.warmup, resets=w.warmup_resets),
+        resets=w.resets,
+        mask=w.mask,
+        objective=objective,
         on_result=on_result,
     )
+    objective_name = objective.name if objective is not None else "lm"
     payload = {
-        "model": model.config.to_dict(),
+        "model": _model_info(model),
+        "objective": objective_name,
+        "counted_rows": counted,
+        "restarts": restarts,
         "length": length,
         "streams": streams,
         "warmup": warmup,
@@ -356,6 +387,13 @@ def bias_lab(
         f"{r['relative_variance']:.2e} | {r['relative_mse']:.2e} | {r['cosine_per_draw']:.6f} |"
         for r in result["results"]
     ]
+    if objective_name != "lm" or restarts or counted != rows:
+        lines[1:1] = [
+            "",
+            f"Objective {objective_name}; {counted} of {rows} rows count in the loss (the data's "
+            f"mask); {restarts} stream restart(s) in the windows, where the state starts afresh "
+            "and no gradient crosses.",
+        ]
     lines += [
         "",
         "An unbiased estimator's relative bias is Monte-Carlo noise of about the noise floor; "

@@ -200,7 +200,8 @@ def linear_rnn_from_model(model) -> LinearRNN:
         )
         raise ConfigError(
             f"the closed forms need a one-layer linear RNN with one-hot inputs "
-            f"(--model linear --num-layers 1 --embedding-size 0), got {got}"
+            f"(kind 'linear', num_layers 1, embedding_size 0), got {got}",
+            options=("model.kind", "model.num_layers", "model.embedding_size"),
         )
     core = model.recurrent.core
     return LinearRNN(

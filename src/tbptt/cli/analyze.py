@@ -3,36 +3,46 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from tbptt.analysis import (
-    NORMS,
-    bias_lab,
-    encode_training_text,
-    jacobian_lab,
-    linear_lab,
-    load_model,
-    spectrum_lab,
+from tbptt.analysis import NORMS, bias_lab, jacobian_lab, linear_lab, load_model, spectrum_lab
+from tbptt.cli.common import (
+    FLAG_KEYS,
+    add_data_arguments,
+    add_model_arguments,
+    build_model,
+    build_objective,
+    given_flags,
+    model_config_for,
+    run_config_from_args,
 )
-from tbptt.data import NORMALIZERS, TOKENIZERS, load_corpus, prepare_text
+from tbptt.data import TextData
+from tbptt.data.config import load_dataset
 from tbptt.errors import ConfigError
-from tbptt.models import KINDS, ModelConfig, RecurrentLM
+from tbptt.models import ModelConfig
+from tbptt.train import RunConfig
 
 EPILOG = """\
 sub-verbs (each writes <name>.json, <name>.png and <name>.md into --out):
   linear     linear RNNs with prescribed spectral radii: closed-form gradients vs the
-             library's, and the log-slope of ||dh_T/dh_t|| vs log rho
+             library's, and the log-slope of ||dh_T/dh_t|| vs log rho (text only)
   jacobian   ||dh_T/dh_t|| against T - t on real windows, with its fitted rate
   spectrum   eigenvalues and singular values of the recurrent blocks
   bias       cosine, bias, variance and MSE of regular:K and randomized:K against the
              exact gradient, for each K
 
-The model is a checkpoint of `tbptt train` (--checkpoint RUN_DIR_OR_PT) or a fresh one
-(--model, --hidden-size, ...); data windows come from the training part of the text.
+The model is a checkpoint of `tbptt train` (--checkpoint RUN_DIR_OR_PT: its data, model
+and objective) or a fresh one (--model, --hidden-size, ...); data windows come from the
+training split of the text, time series (--data x.csv --target COL) or task (--task
+adding:T=50), with its resets and loss mask; bias uses the data's objective.
 """
+
+# A fresh model is a small GRU (tbptt train's default model is larger).
+FRESH_MODEL = ModelConfig(kind="gru", hidden_size=64, num_layers=1, embedding_size=32, dropout=0.0)
 
 
 def _ints(text: str) -> list[int]:
@@ -57,27 +67,25 @@ def _floats(text: str) -> list[float]:
 
 def _common(with_model: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        metavar="PATH",
-        help="a UTF-8 text file or cache directory (default: "
-        "the checkpoint's, else The Time Machine)",
-    )
-    g.add_argument("--tokens", choices=TOKENIZERS, default="char")
-    g.add_argument("--normalize", choices=NORMALIZERS, default="letters")
-    g.add_argument("--valid-fraction", type=float, default=0.1)
+    g = p.add_argument_group("data (default: the checkpoint's, else The Time Machine)")
+    add_data_arguments(g)
     if with_model:
         g = p.add_argument_group("model (a checkpoint, or a fresh model)")
-        g.add_argument("--checkpoint", metavar="PATH", help="run directory or checkpoint.pt")
-        g.add_argument("--model", choices=KINDS, default="gru", help="(default: gru)")
-        g.add_argument("--hidden-size", type=int, default=64, help="(default: 64)")
-        g.add_argument("--num-layers", type=int, default=1, help="(default: 1)")
-        g.add_argument("--embedding-size", type=int, default=32, help="0 = one-hot (default: 32)")
-        g.add_argument("--spectral-norm", type=float, default=0.0, metavar="C")
+        g.add_argument(
+            "--checkpoint",
+            metavar="PATH",
+            help="run directory or checkpoint.pt of tbptt train (its data, model and "
+            "objective; --data may point at its moved data file)",
+        )
+        add_model_arguments(g, FRESH_MODEL)
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output directory (default: runs/analyze-<time>)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="a fresh model's weights and task data, and the random draws (default: 0)",
+    )
     g.add_argument(
         "--threads",
         type=int,
@@ -152,39 +160,42 @@ def analyze_parser(sub) -> None:
     q.set_defaults(command=analyze_command)
 
 
-def _model_and_tokens(args):
-    """(model, training tokens, description of the source) from a checkpoint or fresh."""
+def _source(run: RunConfig) -> str:
+    d = run.data
+    return f"task {d.task}" if d.task else f"data {d.documents or d.path or 'The Time Machine'}"
+
+
+def _fresh_only_flags(args) -> list[str]:
+    """The data, model and objective flags given; a checkpoint brings its own (but --data)."""
+    sections = ("data", "model", "objective")
+    return sorted(
+        "--" + dest.replace("_", "-")
+        for dest in given_flags(args)
+        if FLAG_KEYS[dest].split(".")[0] in sections and dest != "data"
+    )
+
+
+def _inputs(args):
+    """(model or None, dataset, run configuration, objective or None, description of the source)
+    from a checkpoint or fresh."""
     if getattr(args, "checkpoint", None):
-        model, itos, resolved = load_model(args.checkpoint)
-        data = resolved.get("data", {})
-        text, path = load_corpus(args.data or data.get("path"))
-        tokens = encode_training_text(
-            text,
-            itos,
-            level=data.get("tokens", args.tokens),
-            normalization=data.get("normalize", args.normalize),
-            valid_fraction=data.get("valid_fraction", args.valid_fraction),
-        )
-        return model, tokens, f"checkpoint {args.checkpoint}, data {path}"
-    text, path = load_corpus(args.data)
-    data = prepare_text(
-        text, level=args.tokens, normalization=args.normalize, valid_fraction=args.valid_fraction
-    )
-    if not hasattr(args, "model"):
-        return None, data.train, f"data {path}"
-    torch.manual_seed(args.seed)
-    model = RecurrentLM(
-        ModelConfig(
-            vocab_size=len(data.vocab),
-            kind=args.model,
-            hidden_size=args.hidden_size,
-            num_layers=args.num_layers,
-            embedding_size=args.embedding_size,
-            dropout=0.0,
-            spectral_norm=args.spectral_norm,
-        )
-    )
-    return model, data.train, f"fresh model (seed {args.seed}), data {path}"
+        if extra := _fresh_only_flags(args):
+            raise ConfigError(
+                f"--checkpoint brings its run's data, model and objective; drop {', '.join(extra)} "
+                "(only --data may be given, to point at the run's moved data file)"
+            )
+        model, data, run = load_model(args.checkpoint, data_path=args.data)
+        return model, data, run, build_objective(run, data), f"checkpoint {args.checkpoint}, "
+    run = run_config_from_args(args, base=RunConfig(model=FRESH_MODEL))
+    run.check()
+    data = load_dataset(run.data, seed=run.train.seed)
+    if not hasattr(args, "model"):  # linear: the data only
+        return None, data, run, None, ""
+    run = dataclasses.replace(run, model=model_config_for(data, run.model, given=given_flags(args)))
+    objective = build_objective(run, data)
+    torch.manual_seed(run.train.seed)
+    model = build_model(run, data)
+    return model, data, run, objective, f"fresh model (seed {run.train.seed}), "
 
 
 def analyze_command(args) -> int:
@@ -196,10 +207,22 @@ def analyze_command(args) -> int:
     except OSError as e:
         raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
     start = time.perf_counter()
-    model, tokens, source = _model_and_tokens(args)
+    model, data, run, objective, where = _inputs(args)
     name = args.analysis
-    print(f"tbptt analyze {name}: {source}")
+    source = _source(run)
+    if name == "linear" and not isinstance(data, TextData):
+        kind = {"series": "a time series", "task": "a synthetic task"}.get(
+            data.describe().get("kind"), "not text"
+        )
+        raise ConfigError(
+            f"analyze linear is a closed form for a one-hot linear RNN on text, and {source} is "
+            f"{kind}; use analyze jacobian or bias on it"
+        )
+    split = data.train_split()
+    objective_note = f"; objective {objective.name}" if objective and objective.name != "lm" else ""
+    print(f"tbptt analyze {name}: {where}{source}{objective_note}")
     if name == "linear":
+        tokens = split.inputs
         vocab_size = int(tokens.max()) + 1
         r = linear_lab(
             tokens,
@@ -222,7 +245,7 @@ def analyze_command(args) -> int:
     elif name == "jacobian":
         r = jacobian_lab(
             model,
-            tokens,
+            split,
             out,
             length=args.length,
             streams=args.streams,
@@ -257,8 +280,9 @@ def analyze_command(args) -> int:
 
         bias_lab(
             model,
-            tokens,
+            split,
             out,
+            objective=objective,
             ks=args.ks,
             families=families,
             length=args.length,

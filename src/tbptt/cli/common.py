@@ -8,21 +8,15 @@ its default value); the defaults live in the configuration dataclasses, and
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-from torch import nn
 
 from tbptt.data import NORMALIZERS, TOKENIZERS
 from tbptt.data.config import DataConfig
-from tbptt.data.dataset import Dataset
 from tbptt.data.tasks import TASKS, task_names
 from tbptt.errors import ConfigError
-from tbptt.models import KINDS, ModelConfig, RecurrentNet
-from tbptt.models.custom import StatefulModule
-from tbptt.models.influence import InfluenceBalancing
+from tbptt.models import KINDS, ModelConfig
 from tbptt.train import OBJECTIVES, OPTIMIZERS, RunConfig, TrainConfig
-from tbptt.train.objectives import Objective, check_fits, make_objective
+from tbptt.train.build import build_model, build_objective, model_config_for
 
 __all__ = [
     "FLAG_KEYS",
@@ -32,7 +26,7 @@ __all__ = [
     "run_config_from_args",
     "given_flags",
     "flag_hint",
-    "model_config_for_data",
+    "model_config_for",
     "check_device",
     "build_model",
     "build_objective",
@@ -151,10 +145,10 @@ def add_data_arguments(g) -> None:
     )
 
 
-def add_model_arguments(g) -> None:
+def add_model_arguments(g, defaults: ModelConfig | None = None) -> None:
     """--model, --hidden-size, --num-layers, --embedding-size, --dropout, zoneout, spectral norm,
-    --objective."""
-    d = ModelConfig()
+    --objective; the help quotes ``defaults`` (the verb's own, default: tbptt train's)."""
+    d = defaults or ModelConfig()
     g.add_argument(
         "--model", choices=KINDS, help=f"cell (default: {d.kind}; linear = identity RNN)"
     )
@@ -261,20 +255,6 @@ def run_config_from_args(args, base: RunConfig | None = None) -> RunConfig:
         raise ConfigError(str(e)) from None
 
 
-def model_config_for_data(config: ModelConfig, data: Dataset, *, given: set[str]) -> ModelConfig:
-    """``config`` with the sizes ``data`` implies (vocabulary, features, outputs).
-
-    Float features are fed as they are unless ``--embedding-size`` was given.
-    """
-    shape = data.shape
-    changes = dict(
-        vocab_size=shape.vocab_size, input_size=shape.input_size, output_size=shape.output_size
-    )
-    if not shape.vocab_size and "embedding_size" not in given:
-        changes["embedding_size"] = 0
-    return dataclasses.replace(config, **changes)
-
-
 def check_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
@@ -285,23 +265,3 @@ def check_device(name: str) -> torch.device:
             f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu"
         )
     return device
-
-
-def build_model(config: RunConfig, data: Dataset) -> nn.Module:
-    """The model a run trains: the one a task requires (influence balancing), else the built-in
-    model of ``config.model``."""
-    if getattr(data, "model", None) == "influence":
-        params = data.params
-        return StatefulModule(InfluenceBalancing(n=params["n"], p=params["p"]), batch_dim=-2)
-    return RecurrentNet(config.model)
-
-
-def build_objective(config: RunConfig, data: Dataset) -> Objective:
-    """The run's objective: ``config.objective`` or the data's own, checked against the data;
-    a standardized series reports RMSE and MAE back in its own units."""
-    name = config.objective.name or data.shape.objective
-    check_fits(name, data.train_split())
-    if name == "regress":
-        scaler = getattr(data, "targets_scaler", None)
-        return make_objective(name, scale=scaler.std if scaler is not None else None)
-    return make_objective(name)

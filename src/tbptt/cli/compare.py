@@ -20,7 +20,7 @@ from tbptt.cli.common import (
     build_objective,
     check_device,
     given_flags,
-    model_config_for_data,
+    model_config_for,
     run_config_from_args,
 )
 from tbptt.cli.train import STRATEGY_HELP
@@ -132,9 +132,7 @@ def compare_command(args) -> int:
         torch.set_num_threads(run.output.threads)
 
     data = load_dataset(run.data, seed=run.train.seed)
-    run = dataclasses.replace(
-        run, model=model_config_for_data(run.model, data, given=given_flags(args))
-    )
+    run = dataclasses.replace(run, model=model_config_for(data, run.model, given=given_flags(args)))
     objective = build_objective(run, data)
     influence = getattr(data, "model", None) == "influence"
     model = (lambda: build_model(run, data)) if influence else run.model

@@ -23,7 +23,7 @@ from tbptt.cli.common import (
     build_objective,
     check_device,
     given_flags,
-    model_config_for_data,
+    model_config_for,
     run_config_from_args,
 )
 from tbptt.cli.resume import Stopped, StopRequest, find_run, restore_metrics
@@ -190,7 +190,7 @@ def train_command(args) -> int:
     if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
         given = given_flags(args)
         config = dataclasses.replace(
-            config, model=model_config_for_data(config.model, data, given=given)
+            config, model=model_config_for(data, config.model, given=given)
         )
     objective = build_objective(config, data)
     digest = data_digest(data)

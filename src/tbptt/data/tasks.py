@@ -125,12 +125,24 @@ class Task:
         return self.valid
 
     def baselines(self) -> dict[str, dict[str, float]]:
-        """The trivial predictor's validation ``loss`` (and ``rmse`` = sqrt of an MSE)."""
+        """The trivial predictor's validation ``loss`` (and ``rmse`` = sqrt of an MSE); for
+        classes also the majority class's validation accuracy (the most frequent training
+        target, counted where the loss counts)."""
         loss = float(self.baseline["loss"])
         metrics = {"loss": loss}
         if self.baseline.get("metric") == "mse":
             metrics["rmse"] = math.sqrt(loss)
-        return {self.baseline["name"]: metrics}
+        out = {self.baseline["name"]: metrics}
+        if self.target_kind == "classes" and len(self.valid) > 0:
+
+            def counted(split: StreamData) -> torch.Tensor:
+                return split.targets if split.mask is None else split.targets[split.mask]
+
+            majority = int(torch.bincount(counted(self.train)).argmax())
+            out["majority class"] = {
+                "acc": float((counted(self.valid) == majority).double().mean())
+            }
+        return out
 
     def describe(self) -> dict:
         return {

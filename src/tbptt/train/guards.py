@@ -83,7 +83,9 @@ def check_finite_weights(model: nn.Module, *, epoch: int, step: int) -> None:
             raise NonFiniteError(
                 f"parameter {name} is non-finite at epoch {epoch}, step "
                 f"{step}: an earlier step overflowed the weights and skipping cannot "
-                "recover; lower --lr or set --clip, and resume from an earlier checkpoint"
+                "recover; lower the learning rate or set a gradient clip, and resume from an "
+                "earlier checkpoint",
+                options=("train.lr", "train.clip"),
             )
 
 

@@ -218,8 +218,9 @@ class Trainer(RunState):
             raise NonFiniteError(
                 f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at epoch "
                 f"{self.epoch + 1}, step {self.step + 1} (window at row {self.stream.position - inputs.shape[0]}, "
-                f"gradient norm {norm_value:g}); no step was taken. Lower --lr, set --clip, "
-                "or pass --nonfinite skip"
+                f"gradient norm {norm_value:g}); no step was taken. Lower the learning rate, "
+                "set a gradient clip, or skip non-finite steps (nonfinite='skip')",
+                options=("train.lr", "train.clip", "train.nonfinite"),
             )
         self.step += 1
         return {

@@ -21,6 +21,7 @@ from tbptt.data.streams import SequentialStream
 from tbptt.errors import ConfigError, DataError
 from tbptt.models.lm import ModelConfig, RecurrentNet
 from tbptt.models.protocol import RecurrentModel
+from tbptt.train.build import model_config_for
 from tbptt.train.compare.comparison import (
     CompareConfig,
     Comparison,
@@ -50,17 +51,6 @@ def _check_lengths(strategies, stream_steps: int, batch_size: int, n_rows: int) 
                 f"steps, shorter than one {strategy.spec} window of {need} steps; use more data, "
                 "a smaller batch size or a shorter window"
             )
-
-
-def model_config_for(data: Dataset, **options) -> ModelConfig:
-    """The built-in model's configuration for ``data``'s inputs and targets (``options``: the rest)."""
-    shape = data.shape
-    return ModelConfig(
-        vocab_size=shape.vocab_size,
-        input_size=shape.input_size,
-        output_size=shape.output_size,
-        **options,
-    )
 
 
 def _check_model_fits(model: ModelConfig, data: Dataset) -> None:

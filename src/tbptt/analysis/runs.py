@@ -1,0 +1,97 @@
+"""A trained run, back for measuring: its model with the checkpoint's weights, its data rebuilt.
+
+A checkpoint of ``tbptt train`` holds the run's whole configuration (data,
+model, objective, seed) and the model's weights; :func:`load_model` rebuilds
+the dataset from that configuration (text, documents, a time series, a task
+from the run's seed) and the model from it, so any run can be analyzed on the
+very rows it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from tbptt.data import Dataset, TextData, Vocab
+from tbptt.data.config import load_dataset
+from tbptt.errors import CheckpointError, ConfigError
+from tbptt.models import ModelConfig
+from tbptt.train import RunConfig, load_checkpoint
+from tbptt.train.build import build_model
+
+__all__ = ["load_model"]
+
+
+def load_model(
+    path: str | Path,
+    *,
+    build: Callable[[RunConfig, Dataset], nn.Module] = build_model,
+    data_path: str | None = None,
+) -> tuple[nn.Module, Dataset, RunConfig]:
+    """(model with the checkpoint's weights, the run's dataset, the run's configuration).
+
+    The dataset is rebuilt from the run's data section (a task from the run's
+    seed); ``data_path`` reads the run's data file or directory from another
+    place. A text is indexed by the checkpoint's vocabulary (tokens it lacks
+    become ``<unk>``). ``build(config, data)`` makes the untrained model
+    (default: :func:`tbptt.train.build.build_model`: the built-in model of
+    ``config.model``, or the model a task brings, such as influence balancing).
+
+    Raises:
+        CheckpointError: missing or unreadable file, or weights that do not fit the saved config.
+        DataError / ConfigError: the run's data cannot be read again.
+    """
+    payload = load_checkpoint(path)
+    try:
+        config = RunConfig.from_dict(payload["config"])
+        weights = payload["trainer"]["model"]
+    except (KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
+    if data_path is not None:
+        key = "documents" if config.data.documents else "path"
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, **{key: data_path})
+        )
+    data = load_dataset(config.data, seed=config.train.seed)
+    vocab = payload.get("vocab")
+    if isinstance(data, TextData) and vocab is not None and list(vocab) != data.vocab.itos:
+        data = _reindexed(data, Vocab(itos=vocab))
+    _check_inputs(config.model, data, path)
+    model = build(config, data)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"the weights in {path} do not fit its model config: {first}") from e
+    return model, data, config
+
+
+def _reindexed(data: TextData, vocab: Vocab) -> TextData:
+    """``data`` with its tokens indexed by ``vocab`` (a checkpoint's)."""
+    lookup = vocab.encode(data.vocab.itos)  # (V_data,): this data's index -> vocab's index
+    return dataclasses.replace(
+        data, vocab=vocab, train=lookup[data.train], valid=lookup[data.valid]
+    )
+
+
+def _check_inputs(config: ModelConfig, data: Dataset, path) -> None:
+    """Refuse data whose rows the saved built-in model cannot read (another --data)."""
+    if getattr(data, "model", None) is not None:
+        return
+    shape = data.shape
+
+    def reads(tokens: bool, width: int) -> str:
+        return "token ids" if tokens else f"{width} float feature(s) per row"
+
+    model, given = (
+        reads(config.tokens, config.input_size),
+        reads(shape.vocab_size > 0, shape.input_size),
+    )
+    if model != given:
+        raise CheckpointError(
+            f"the model in {path} reads {model}, but the data gives {given}; analyze the "
+            "checkpoint on its run's own data"
+        )
