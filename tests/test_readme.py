@@ -24,3 +24,20 @@ def test_ten_line_example_runs(time_machine, capsys):
     epoch, val_ppl, tokens_per_s = out[0].split()
     assert epoch == "1" and 1 < float(val_ppl) < 12
     assert out[1].strip()  # a generated continuation
+
+
+@pytest.mark.slow
+def test_time_series_example_runs_and_beats_persistence(capsys):
+    import os
+
+    path = Path(
+        os.environ.get("TBPTT_TEST_TEMPERATURES", "/work/shared/data/daily-min-temperatures.csv")
+    )
+    if not path.is_file():
+        pytest.skip("needs daily-min-temperatures.csv")
+    block = next(b for b in python_blocks() if "prepare_series" in b)
+    assert len([line for line in block.splitlines() if line.strip()]) <= 12
+    code = block.replace("path/to/daily-min-temperatures.csv", str(path))
+    exec(compile(code, "README.md", "exec"), {})
+    model_rmse, persistence_rmse = map(float, capsys.readouterr().out.split())
+    assert model_rmse < persistence_rmse
