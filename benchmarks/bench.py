@@ -492,7 +492,7 @@ def make_setup(args, level, kind, hidden, layers) -> Setup:
         hidden=hidden,
         layers=layers,
         vocab=len(data.vocab),
-        tokens=data.train,
+        tokens=data.train.long(),  # the hand-written loops index an embedding with int64
         batch=args.batch,
         k=args.k,
         device=args.device,

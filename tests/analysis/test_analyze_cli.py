@@ -1,6 +1,7 @@
 """`tbptt analyze` end to end, in-process: the must-show items 3-5, checkpoints, bad input."""
 
 import json
+import pickle
 import time
 
 import pytest
@@ -132,3 +133,41 @@ def test_analyze_without_a_sub_verb_is_refused(capsys):
         main(["analyze"])
     assert e.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\x01 not a checkpoint \xff" * 40, pickle.dumps({"weights": [1.0, 2.0]}, protocol=2)],
+    ids=["bytes", "pickle"],
+)
+def test_a_non_checkpoint_file_is_one_line_without_weights_only_advice(tmp_path, capsys, content):
+    path = tmp_path / "foreign.pt"
+    path.write_bytes(content)
+    code = main(["analyze", "spectrum", "--checkpoint", str(path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "not a readable tbptt checkpoint" in err
+    assert "weights_only" not in err
+
+
+def test_linear_runs_without_data_and_without_downloading(tmp_path, monkeypatch, capsys):
+    """The closed form needs no corpus: a synthetic token stream from the seed, no download."""
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    monkeypatch.setenv("TBPTT_DATA_DIR", str(cache))
+    out = tmp_path / "o"
+    small = ["--hidden-size", "4", "--radii", "0.9,1.1", "--length", "6",
+             "--jacobian-length", "12", "--streams", "3"]  # fmt: skip
+    assert main(["analyze", "linear", "--out", str(out), *small]) == 0
+    assert list(cache.iterdir()) == []  # nothing downloaded or cached
+    printed = capsys.readouterr().out
+    assert "synthetic" in printed
+    linear = json.loads((out / "linear.json").read_text())
+    assert [row["rho"] for row in linear["radii"]] == [0.9, 1.1]
+    for row in linear["radii"]:  # the closed form still agrees with the library
+        assert row["closed_form_max_abs_diff"] < 1e-10 * max(1.0, row["gradient_max_abs"])
+    # The stream comes from the seed: the same command gives the same numbers.
+    assert main(["analyze", "linear", "--out", str(tmp_path / "again"), *small]) == 0
+    again = json.loads((tmp_path / "again" / "linear.json").read_text())
+    assert again["radii"] == linear["radii"]

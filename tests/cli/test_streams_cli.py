@@ -169,3 +169,13 @@ def test_bad_task_is_one_line_and_exit_2(task, match, tmp_path, capsys):
     assert main(["train", "--task", task, "--out", str(tmp_path / "o"), *SMALL]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and match in err, err
+
+
+def test_resuming_a_finished_run_says_it_is_complete(series, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(series), "--target", "Temp", "--out", str(out), *SMALL]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "is complete (1 of 1 epochs" in printed and "epoch 2" not in printed

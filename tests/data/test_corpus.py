@@ -95,8 +95,24 @@ class _Server:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(CONTENT)))
+                size = 2 * len(CONTENT) if outer.mode == "oversized" else len(CONTENT)
+                self.send_header("Content-Length", str(size))
                 self.end_headers()
+                if outer.mode == "trickle":  # a byte every 50 ms, for 2 s, then hang up
+                    try:
+                        for byte in CONTENT[:40]:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            if outer.release.wait(0.05):
+                                return
+                    except OSError:  # the client hung up
+                        pass
+                    return
+                if outer.mode == "oversized":  # not the pinned file: twice as long, held open
+                    self.wfile.write(CONTENT + CONTENT)
+                    self.wfile.flush()
+                    outer.release.wait(30)
+                    return
                 self.wfile.write(CONTENT[: len(CONTENT) // 2])
                 self.wfile.flush()
                 if outer.mode == "stall":  # half sent; wait (the client gets killed meanwhile)
@@ -134,6 +150,51 @@ def test_a_connection_cut_short_or_refused_leaves_no_cached_file(mode, reason, t
         fetch(remote(server.url), tmp_path)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "corpus.txt").exists() and not debris(tmp_path)
+
+
+def test_a_trickling_server_is_cut_off_by_the_overall_deadline(tmp_path):
+    # Every byte arrives well within the per-read timeout, so only a deadline stops it.
+    with _Server("trickle") as server, pytest.raises(DataError, match="within 0.5 s") as e:
+        started = time.monotonic()
+        fetch(remote(server.url), tmp_path, timeout=2.0, deadline=0.5)
+    assert time.monotonic() - started < 2.0
+    assert "\n" not in str(e.value) and e.value.options == ("data.path",)
+    assert not (tmp_path / "corpus.txt").exists() and not debris(tmp_path)
+
+
+def test_an_oversized_download_stops_at_the_expected_size(tmp_path):
+    # The server announces and sends twice the file, then holds the connection open:
+    # reading to the end would wait for it, then blame a connection "stopped after".
+    with _Server("oversized") as server, pytest.raises(DataError, match="more than the expected"):
+        started = time.monotonic()
+        fetch(remote(server.url), tmp_path, timeout=3.0)
+    assert time.monotonic() - started < 2.0
+    assert not (tmp_path / "corpus.txt").exists() and not debris(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_the_cached_file_gets_the_permissions_a_plain_open_would_give(umask, source, tmp_path):
+    previous = os.umask(umask)
+    try:
+        path = fetch(remote(source.as_uri()), tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_stale_partial_downloads_are_removed_and_fresh_ones_kept(source, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale, fresh = cache / ".corpus.txt.dead.part", cache / ".corpus.txt.live.part"
+    stale.write_bytes(CONTENT[:10])
+    fresh.write_bytes(CONTENT[:10])  # possibly another process's download in progress
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    fetch(remote(source.as_uri()), cache, timeout=1.0, deadline=60.0)
+    assert not stale.exists() and fresh.exists()
+    os.utime(fresh, (an_hour_ago, an_hour_ago))  # also when the cached copy is already there
+    fetch(remote(source.as_uri()), cache, timeout=1.0, deadline=60.0)
+    assert not debris(cache)
 
 
 CHILD = textwrap.dedent(

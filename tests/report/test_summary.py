@@ -97,8 +97,9 @@ def test_run_summary_from_records():
     assert s["tokens_per_s"] == 140 / 3.0
     assert s["epochs"] == 1.4 and s["seconds_per_epoch"] == 3.0 / 1.4
     assert s["steps"] == 4 and s["nonfinite"] == 1 and s["clip_rate"] == 0.25
-    assert s["val_ppl"] == 8.0 and s["train_ppl"] == 7.0 and s["best_val_ppl"] == 8.0
-    assert math.isclose(s["gap_nats"], math.log(8.0) - math.log(7.0))
+    # The 0.4-epoch tail is too little for a training figure: epoch 1 gives it (defect 12).
+    assert s["val_ppl"] == 8.0 and s["train_ppl"] == 9.0 and s["best_val_ppl"] == 8.0
+    assert math.isclose(s["gap_nats"], math.log(10.0) - math.log(9.0))
     assert s["grad_norm_max"] == 2.0 and s["grad_norm_median"] == 0.7  # inf left out
     assert s["peak_memory_mb"] == 10.0
 
@@ -190,3 +191,48 @@ def test_randomized_verdict_uses_seed_spread():
         {"regular:35": [run(10.0), run(10.2)], "randomized:35": [run(9.0), run(9.2)]}
     )
     assert by_claim(verdicts(tight), "unbiased").outcome == "not supported"
+
+
+def test_training_figures_skip_a_budget_cut_fragment_of_an_epoch():
+    """A trailing 1 % of an epoch (2 windows) is no training loss: the last epoch with at
+    least half an epoch of tokens gives it, and the gap is taken at that same point."""
+    recs = records([(10.0, 1000, 3.0, 4.0), (0.3, 20, 2.0, 3.9, 0.01)])
+    s = run_summary(recs)
+    assert s["train_ppl"] == 3.0 and s["train_loss"] == pytest.approx(math.log(3.0))
+    assert s["gap"] == pytest.approx(math.log(4.0) - math.log(3.0))
+    assert s["train_fraction"] == 1.0
+    assert s["val_ppl"] == 3.9  # validation is over the whole text: the last one stands
+    # A half epoch is enough; with no such epoch, the last one is reported with its fraction.
+    half = run_summary(records([(10.0, 1000, 3.0, 4.0), (5.0, 500, 2.5, 3.8, 0.5)]))
+    assert half["train_ppl"] == 2.5 and half["train_fraction"] == 0.5
+    short = run_summary(records([(0.3, 20, 2.0, 3.9, 0.2)]))
+    assert short["train_ppl"] == 2.0 and short["train_fraction"] == 0.2
+
+
+def test_regularization_verdict_is_inconclusive_on_a_fragment_of_an_epoch():
+    steps = [(0.3, False, False)] * 20
+    full = records([(1.0, 100, 9.0, 10.0)], steps=steps)
+    regular = records([(0.2, 20, 8.0, 8.5, 0.3)], steps=steps)  # would be "supported"
+    v = by_claim(verdicts(comparison({"full": [full], "regular:35": [regular]})), "regularizes")
+    assert v.outcome == "inconclusive"
+    assert "regular:35" in v.text and "half an epoch" in v.text
+
+
+def test_regularization_verdict_is_inconclusive_on_too_few_steps():
+    full = records([(1.0, 100, 9.0, 10.0)], steps=[(0.3, False, False)] * 20)
+    regular = records([(1.0, 100, 8.0, 8.5)], steps=[(0.3, False, False)] * 3)
+    v = by_claim(verdicts(comparison({"full": [full], "regular:35": [regular]})), "regularizes")
+    assert v.outcome == "inconclusive"
+    assert "regular:35" in v.text and "steps" in v.text
+
+
+def test_the_gap_curve_leaves_out_a_budget_cut_fragment():
+    from tbptt.report.summary import epoch_curve
+
+    records = [
+        {"event": "epoch", "fraction": 1.0, "train_loss": 2.0, "val_loss": 2.5, "val_ppl": 12.0},
+        {"event": "epoch", "fraction": 0.05, "train_loss": 1.0, "val_loss": 2.4, "val_ppl": 11.0},
+    ]
+    curve = epoch_curve(records)
+    assert curve["gap"][0] == pytest.approx(0.5) and math.isnan(curve["gap"][1])
+    assert curve["val_ppl"] == [12.0, 11.0] and curve["epochs"] == [1.0, 1.05]

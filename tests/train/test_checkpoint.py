@@ -3,6 +3,7 @@ refusal of non-finite payloads and of other runs' checkpoints, random generator 
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -108,22 +109,19 @@ def test_an_exception_half_way_through_a_write_keeps_the_previous_file(tmp_path)
 
 KILL_HALF_WAY = textwrap.dedent(
     """
-    import io, os, signal, sys, torch
+    import os, signal, sys, torch
     from tbptt.train import checkpoint as ck
 
     directory = sys.argv[1]
     saver = ck.Checkpointer(directory, keep=2)
     saver.save({"weights": torch.full((4,), 1.0)}, step=1)   # the good, previous checkpoint
 
-    real_save = torch.save
-    def save_half_then_die(obj, f, *a, **k):
-        buffer = io.BytesIO()
-        real_save(obj, buffer)
-        data = buffer.getvalue()
-        f.write(data[: len(data) // 2])                      # half the new file on disk ...
-        f.flush(); os.fsync(f.fileno())
+    from tbptt.train.checkpoint import files
+    def write_half_then_die(fd, data):
+        os.write(fd, data[: len(data) // 2])                 # half the new file on disk ...
+        os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)                  # ... and the process dies
-    ck.torch.save = save_half_then_die
+    files.write_all = write_half_then_die
     saver.save({"weights": torch.full((4,), 2.0), "big": torch.zeros(200_000)}, step=2)
     """
 )
@@ -260,3 +258,112 @@ def test_random_generators_round_trip_through_a_weights_only_file(tmp_path):
 def test_checkpoint_files_are_readable_outputs(tmp_path):
     path = save_checkpoint(payload(1.0), tmp_path / "c.pt")
     assert os.stat(path).st_mode & 0o644 == 0o644
+
+
+# -- a full disk, bit rot ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("errno_", [errno.ENOSPC, errno.EIO, errno.EACCES])
+def test_a_write_the_disk_refuses_is_one_line_and_keeps_the_previous_file(
+    tmp_path, monkeypatch, errno_
+):
+    from tbptt.train.checkpoint import files
+
+    path = save_checkpoint(payload(1.0), tmp_path / "c.pt")
+
+    def refused(fd, data):
+        os.write(fd, data[: len(data) // 3])  # part of the file reached the disk
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(files, "write_all", refused)
+    with pytest.raises(CheckpointError) as e:
+        save_checkpoint(payload(2.0), path)
+    assert str(e.value) == f"cannot write {path}: {os.strerror(errno_)}"
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"], "no temporary file is left"
+
+
+def test_torchs_runtime_error_around_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    path = save_checkpoint(payload(1.0), tmp_path / "c.pt")
+
+    def full(obj, f, *args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as e:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from e
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointError, match=r"c\.pt: No space left on device$"):
+        save_checkpoint(payload(2.0), path)
+    assert load_checkpoint(path)["step"] == 1 and len(list(tmp_path.iterdir())) == 1
+
+
+def _flip_a_bit_of(path: Path, value: float) -> None:
+    """Flip one bit inside the stored bytes of the tensor full of ``value``, in place (the
+    same inode: ``checkpoint.pt``, a hard link to it, rots with it)."""
+    data = path.read_bytes()
+    at = data.index(torch.full((6,), value).numpy().tobytes()) + 9
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0x10]))
+
+
+def test_a_flipped_bit_in_the_tensor_data_is_detected(tmp_path):
+    path = save_checkpoint(payload(1.25), tmp_path / "c.pt")
+    assert torch.load(path, weights_only=True)["step"] == 1  # the file is torch's, readable
+    _flip_a_bit_of(path, 1.25)
+    got = torch.load(path, weights_only=True)  # torch itself does not notice ...
+    assert not torch.equal(got["weights"], torch.full((3, 2), 1.25))
+    with pytest.raises(CheckpointError, match="is damaged: its SHA-256 digest does not match"):
+        load_checkpoint(path)  # ... the digest does
+
+
+def test_bit_rot_in_the_newest_checkpoint_falls_back_with_one_line(tmp_path, caplog):
+    saver = Checkpointer(tmp_path, keep=3)
+    saver.save(payload(1.25), 1)
+    saver.save(payload(2.25), 2)
+    _flip_a_bit_of(tmp_path / KEPT_DIR / "step-000000002.pt", 2.25)  # and checkpoint.pt
+    with caplog.at_level("WARNING", logger="tbptt.train.checkpoint"):
+        path, got = latest_checkpoint(tmp_path)
+    assert path.name == "step-000000001.pt" and got["step"] == 1
+    skipped = [r.getMessage() for r in caplog.records if "skipping damaged" in r.getMessage()]
+    assert len(skipped) == 1, skipped  # the step file and its link are one file: one line
+    assert "step-000000002.pt is damaged" in skipped[0]
+
+
+def test_a_file_without_a_digest_still_loads(tmp_path):
+    # Checkpoints written before digests existed: torch's archive alone.
+    path = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, **payload(1.0)}, path)
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_a_damaged_checkpoint_and_its_link_are_reported_once(tmp_path, caplog):
+    saver = Checkpointer(tmp_path, keep=1)
+    saver.save(payload(1.0), 1)
+    with open(tmp_path / KEPT_DIR / "step-000000001.pt", "r+b") as f:
+        f.truncate(200)  # in place: checkpoint.pt, a hard link to it, is cut too
+    with caplog.at_level("WARNING", logger="tbptt.train.checkpoint"):
+        with pytest.raises(CheckpointError, match="no checkpoint in .* loads"):
+            latest_checkpoint(tmp_path)
+    skipped = [r for r in caplog.records if "skipping damaged" in r.getMessage()]
+    assert len(skipped) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        bytes(random.Random(0).getrandbits(8) for _ in range(512)),
+        __import__("pickle").dumps({"format": "something else", "weights": [1, 2, 3]}, protocol=2),
+    ],
+    ids=["random-bytes", "pickle"],
+)
+def test_a_foreign_file_is_refused_without_torchs_weights_only_advice(tmp_path, content):
+    path = tmp_path / "foreign.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1, message
+    assert "not a readable tbptt checkpoint" in message
+    assert "weights_only" not in message and "weights-only" not in message.lower()

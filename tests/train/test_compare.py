@@ -35,7 +35,7 @@ def test_initial_weights_are_those_of_the_seeded_model():
     model = RecurrentLM(c.model)
     trainer = Trainer(
         model,
-        prepare_text(tiny_text()).train,
+        prepare_text(tiny_text()).train_split(),
         torch.empty(0, dtype=torch.long),
         TrainConfig(strategy="regular:6", batch_size=4, seed=5),
     )
@@ -151,3 +151,25 @@ def test_evaluations_every_few_training_seconds():
     evals = [r for r in c.runs[0].records if r["event"] == "eval"]
     steps = [r for r in c.runs[0].records if r["event"] == "step"]
     assert len(evals) == len(steps)  # the start, then after every window but the last
+
+
+def test_a_strategy_whose_one_step_overruns_the_budget_is_skipped_with_its_reason(tmp_path):
+    # 2 streams of ~5,000 steps: one full step is a whole epoch, far beyond a 0.05 s budget;
+    # regular:5 fits, runs, and the report says why full did not.
+    data = prepare_text("the time traveller held in his hand " * 300)
+    model = ModelConfig(vocab_size=len(data.vocab), kind="gru", hidden_size=4, num_layers=1,
+                        embedding_size=3, dropout=0.0)  # fmt: skip
+    config = CompareConfig(strategies=("full", "regular:5"), budget_seconds=0.05, sample_length=0)
+    comparison = run_comparison(
+        data, config, model=model, train=TrainConfig(batch_size=2, nonfinite="skip"), out=tmp_path
+    )
+    assert [r.strategy for r in comparison.runs] == ["regular:5"]
+    assert set(comparison.skipped) == {"full"} and "budget" in comparison.skipped["full"]
+    assert load_comparison(tmp_path).skipped == comparison.skipped
+    from tbptt.report import write_report
+
+    write_report(comparison, tmp_path)
+    assert "Not run: **full**" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ConfigError, match="no strategy fits"):
+        run_comparison(data, CompareConfig(strategies=("full",), budget_seconds=0.05),
+                       model=model, train=TrainConfig(batch_size=2))  # fmt: skip

@@ -481,7 +481,13 @@ def test_a_signal_stops_at_a_window_boundary_with_a_checkpoint_and_resumes(
     assert f"step {at}" in last and f"tbptt train --resume {out}" in last
     assert load_checkpoint(out)["trainer"]["step"] == at, "the window in flight was finished"
     monkeypatch.setattr(Trainer, "train_step", train_step)
-    (out / "metrics.jsonl").write_text("damaged")  # the checkpoint holds the lines: rebuilt
+    # The checkpoint holds the metrics file's length and digest, not its lines: a
+    # damaged file is refused in one line, and the run resumes once it is put back.
+    kept = (out / "metrics.jsonl").read_bytes()
+    (out / "metrics.jsonl").write_text("damaged")
+    code, err = run_in_process(["train", "--resume", str(out)])
+    assert code == 2 and err.count("\n") == 1 and "metrics.jsonl" in err, err
+    (out / "metrics.jsonl").write_bytes(kept)
 
     code, err = run_in_process(["train", "--resume", str(out)])
     assert code == 0, err

@@ -100,7 +100,7 @@ def _curve(label: str, log_norms: torch.Tensor, fit: dict, radius: float | None)
 
 
 def linear_lab(
-    tokens: torch.Tensor,
+    tokens: torch.Tensor | None,
     vocab_size: int,
     out: str | Path,
     *,
@@ -119,8 +119,18 @@ def linear_lab(
     gradient (``sequence_gradient`` with ``full``) on a window of ``length``
     steps from a random h_0 != 0; (2) ||dh_T/dh_t|| over ``jacobian_length``
     steps and its fitted log-slope against log rho.
+
+    ``tokens``: a (N,) stream of ids below ``vocab_size``, or None for ids drawn
+    uniformly from ``seed`` (the closed form holds for any input sequence, so no
+    corpus is needed).
     """
     out = Path(out)
+    source = "given"
+    if tokens is None:
+        per_stream = max(length, jacobian_length) + 1  # per stream, as data_windows cuts them
+        draw = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(vocab_size, (streams * per_stream,), generator=draw)  # (N,)
+        source = f"synthetic: uniform over {vocab_size} ids, seed {seed}"
     g = torch.Generator().manual_seed(seed)
     rows, curves, spectra = [], [], []
     for rho in radii:
@@ -190,13 +200,15 @@ def linear_lab(
         "jacobian_length": jacobian_length,
         "streams": streams,
         "seed": seed,
+        "vocab_size": vocab_size,
+        "tokens": source,
         "radii": rows,
         "curves": curves,
     }
     lines = [
         f"Linear RNN h_t = W_hx x_t + W_hh h_(t-1) + b, H = {hidden_size}, one-hot inputs; "
         f"closed-form gradient on {length} steps x {streams} streams from h_0 != 0, "
-        f"Jacobian norms over {jacobian_length} steps.",
+        f"Jacobian norms over {jacobian_length} steps; tokens {source}.",
         "",
         "| rho | closed form vs library (max abs diff) | fitted rate | log-slope / log rho - 1 |",
         "| --- | --- | --- | --- |",

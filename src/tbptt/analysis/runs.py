@@ -17,6 +17,7 @@ from torch import nn
 
 from tbptt.data import Dataset, TextData, Vocab
 from tbptt.data.config import load_dataset
+from tbptt.data.tokenize import compact_dtype
 from tbptt.errors import CheckpointError, ConfigError
 from tbptt.models import ModelConfig
 from tbptt.train import RunConfig, load_checkpoint
@@ -72,8 +73,10 @@ def load_model(
 def _reindexed(data: TextData, vocab: Vocab) -> TextData:
     """``data`` with its tokens indexed by ``vocab`` (a checkpoint's)."""
     lookup = vocab.encode(data.vocab.itos)  # (V_data,): this data's index -> vocab's index
+    lookup = lookup.to(compact_dtype(len(vocab)))
+    # .long(): the ids are stored compact, and a uint8 index would be read as a mask
     return dataclasses.replace(
-        data, vocab=vocab, train=lookup[data.train], valid=lookup[data.valid]
+        data, vocab=vocab, train=lookup[data.train.long()], valid=lookup[data.valid.long()]
     )
 
 

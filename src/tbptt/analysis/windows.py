@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tbptt.data import StreamData, batchify
-from tbptt.data.streams import as_stream_data
+from tbptt.data.streams import as_stream_data, ids
 from tbptt.errors import DataError
 from tbptt.models.gating import State
 
@@ -82,7 +82,8 @@ def stream_windows(
         )
 
     def columns(rows: torch.Tensor | None) -> torch.Tensor | None:
-        return None if rows is None else batchify(rows, streams, min_rows=1)  # (N / B, B, ...)
+        # ids widened to int64 as the streams hand them to a model
+        return None if rows is None else ids(batchify(rows, streams, min_rows=1))  # (N / B, B, ...)
 
     inputs, starts, mask = columns(data.inputs), columns(data.starts), columns(data.mask)
     start, stop = offset + warmup, offset + warmup + length

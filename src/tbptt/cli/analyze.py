@@ -29,7 +29,8 @@ from tbptt.train import RunConfig
 EPILOG = """\
 sub-verbs (each writes <name>.json, <name>.png and <name>.md into --out):
   linear     linear RNNs with prescribed spectral radii: closed-form gradients vs the
-             library's, and the log-slope of ||dh_T/dh_t|| vs log rho (text only)
+             library's, and the log-slope of ||dh_T/dh_t|| vs log rho (text; without
+             --data, a synthetic token stream from --seed, nothing downloaded)
   jacobian   ||dh_T/dh_t|| against T - t on real windows, with its fitted rate
   spectrum   eigenvalues and singular values of the recurrent blocks
   bias       cosine, bias, variance and MSE of regular:K and randomized:K against the
@@ -40,6 +41,10 @@ and objective) or a fresh one (--model, --hidden-size, ...); data windows come f
 training split of the text, time series (--data x.csv --target COL) or task (--task
 adding:T=50), with its resets and loss mask; bias uses the data's objective.
 """
+
+# `analyze linear` without a data source: uniform ids over the size of The Time Machine's
+# character vocabulary (the closed form holds for any inputs; nothing to download).
+SYNTHETIC_VOCAB_SIZE = 28
 
 # A fresh model is a small GRU (tbptt train's default model is larger).
 FRESH_MODEL = ModelConfig(kind="gru", hidden_size=64, num_layers=1, embedding_size=32, dropout=0.0)
@@ -198,6 +203,40 @@ def _inputs(args):
     return model, data, run, objective, f"fresh model (seed {run.train.seed}), "
 
 
+def _linear_without_data(args) -> bool:
+    """``analyze linear`` given no data source: it runs on a synthetic stream."""
+    return args.analysis == "linear" and not ({"data", "task", "documents"} & given_flags(args))
+
+
+def _linear_synthetic(args, out: Path) -> dict:
+    print(
+        f"tbptt analyze linear: synthetic tokens (uniform over {SYNTHETIC_VOCAB_SIZE} ids, "
+        f"seed {args.seed}; give --data FILE for a text's)"
+    )
+    return linear_lab(None, SYNTHETIC_VOCAB_SIZE, out, **_linear_sizes(args))
+
+
+def _linear_sizes(args) -> dict:
+    return {
+        "hidden_size": args.hidden_size,
+        "length": args.length,
+        "jacobian_length": args.jacobian_length,
+        "streams": args.streams,
+        "radii": args.radii,
+        "seed": args.seed,
+    }
+
+
+def _print_linear(r: dict) -> None:
+    for row in r["radii"]:
+        print(
+            f"rho {row['rho']:g}: closed form vs library max |diff| "
+            f"{row['closed_form_max_abs_diff']:.2e}; fitted rate {row['fit']['rate']:.5f}, "
+            f"log-slope {row['fit']['slope']:.5f} vs log rho {row['log_rho']:.5f} "
+            f"(relative error {row['slope_relative_error']:.2e})"
+        )
+
+
 def analyze_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,8 +246,11 @@ def analyze_command(args) -> int:
     except OSError as e:
         raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
     start = time.perf_counter()
-    model, data, run, objective, where = _inputs(args)
     name = args.analysis
+    if _linear_without_data(args):
+        _print_linear(_linear_synthetic(args, out))
+        return _wrote(out, name, start)
+    model, data, run, objective, where = _inputs(args)
     source = _source(run)
     if name == "linear" and not isinstance(data, TextData):
         kind = {"series": "a time series", "task": "a synthetic task"}.get(
@@ -224,24 +266,7 @@ def analyze_command(args) -> int:
     if name == "linear":
         tokens = split.inputs
         vocab_size = int(tokens.max()) + 1
-        r = linear_lab(
-            tokens,
-            vocab_size,
-            out,
-            hidden_size=args.hidden_size,
-            length=args.length,
-            jacobian_length=args.jacobian_length,
-            streams=args.streams,
-            radii=args.radii,
-            seed=args.seed,
-        )
-        for row in r["radii"]:
-            print(
-                f"rho {row['rho']:g}: closed form vs library max |diff| "
-                f"{row['closed_form_max_abs_diff']:.2e}; fitted rate {row['fit']['rate']:.5f}, "
-                f"log-slope {row['fit']['slope']:.5f} vs log rho {row['log_rho']:.5f} "
-                f"(relative error {row['slope_relative_error']:.2e})"
-            )
+        _print_linear(linear_lab(tokens, vocab_size, out, **_linear_sizes(args)))
     elif name == "jacobian":
         r = jacobian_lab(
             model,
@@ -293,6 +318,10 @@ def analyze_command(args) -> int:
             seed=args.seed,
             on_result=show,
         )
+    return _wrote(out, name, start)
+
+
+def _wrote(out: Path, name: str, start: float) -> int:
     print(
         f"wrote {out / (name + '.md')}, {out / (name + '.json')} and plots ({time.perf_counter() - start:.1f}s)"
     )

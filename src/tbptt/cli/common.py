@@ -8,6 +8,8 @@ its default value); the defaults live in the configuration dataclasses, and
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tbptt.data import NORMALIZERS, TOKENIZERS
@@ -17,6 +19,7 @@ from tbptt.errors import ConfigError
 from tbptt.models import KINDS, ModelConfig
 from tbptt.train import OBJECTIVES, OPTIMIZERS, RunConfig, TrainConfig
 from tbptt.train.build import build_model, build_objective, model_config_for
+from tbptt.train.config import device_problem
 
 __all__ = [
     "FLAG_KEYS",
@@ -28,6 +31,7 @@ __all__ = [
     "flag_hint",
     "model_config_for",
     "check_device",
+    "format_metric",
     "build_model",
     "build_objective",
 ]
@@ -256,12 +260,42 @@ def run_config_from_args(args, base: RunConfig | None = None) -> RunConfig:
 
 
 def check_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    """``name`` as a device torch can train on, on this machine (else one ConfigError)."""
+    if problem := device_problem(name):
+        raise ConfigError(problem, options=("train.device",))
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
-            f"device {name!r} asked for, but this torch sees no CUDA device; use --device cpu"
+            f"device {name!r} asked for, but this torch sees no CUDA device; use cpu",
+            options=("train.device",),
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {name!r} asked for, but this torch sees {torch.cuda.device_count()} CUDA "
+            f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})",
+            options=("train.device",),
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"device {name!r} asked for, but this torch sees no MPS device; use cpu",
+            options=("train.device",),
         )
     return device
+
+
+def format_metric(value: float, *, digits: int = 3, limit: float = 1e6) -> str:
+    """A metric as a person reads it: ``12.345``, ``inf``, ``nan``, or ``> 1e+06``.
+
+    Perplexities overflow (exp of a large loss is inf, or a float with hundreds of
+    digits in fixed-point notation); anything beyond ``limit`` in magnitude prints
+    as a bound instead of its digits.
+    """
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if abs(value) > limit:
+        bound = f"{limit:g}".replace("e+0", "e").replace("e+", "e")  # 1e6, not 1e+06
+        return f"> {bound}" if value > 0 else f"< -{bound}"
+    return f"{value:.{digits}f}"

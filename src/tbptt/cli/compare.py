@@ -263,6 +263,8 @@ def compare_command(args) -> int:
     finally:
         if bar[0] is not None:
             bar[0].close()
+    for spec, reason in comparison.skipped.items():
+        print(f"not run: {spec}: {reason}")
     paths = write_report(comparison, out)
     header, rows = table_rows(comparison)
     print()

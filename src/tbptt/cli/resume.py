@@ -1,7 +1,7 @@
 """Resuming ``tbptt train`` runs and stopping them cleanly on a signal.
 
-A run directory holds the run's checkpoints (with its configuration and the metrics
-lines written so far) and its ``metrics.jsonl``; ``--resume DIR`` takes the
+A run directory holds the run's checkpoints (with its configuration and the length
+and digest of the metrics written so far) and its ``metrics.jsonl``; ``--resume DIR`` takes the
 configuration from the newest valid checkpoint, checks that the data and the
 settings are the run's own, and continues exactly where it stopped.
 """
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from tbptt.errors import CheckpointError, ConfigError
-from tbptt.train.checkpoint import latest_checkpoint
+from tbptt.train.checkpoint import latest_checkpoint, write_atomically
+from tbptt.train.metrics import file_sha256
 
 
 def find_run(out: Path, *, resume: bool, other_out: str | None = None):
@@ -46,19 +47,49 @@ def find_run(out: Path, *, resume: bool, other_out: str | None = None):
 
 
 def restore_metrics(path: Path, payload: dict) -> None:
-    """Put ``path`` back to the lines it had when the checkpoint was written.
+    """Put ``path`` back to what it held when the checkpoint was written.
 
-    Lines written after it (by the run that was interrupted) are written again by
-    the resumed run, so none is missing and none appears twice. The checkpoint
-    holds the lines themselves, so a damaged or deleted metrics file is rebuilt.
+    The checkpoint holds the file's length and the SHA-256 of those bytes
+    (``metrics_position``): the file is cut back to that length, so the lines an
+    interrupted run wrote after the checkpoint are written again by the resumed run
+    and none is missing or appears twice. A file shorter than that, or whose first
+    bytes differ, is refused (the run's history is gone; it cannot be rebuilt).
+    Checkpoints of older versions hold the lines themselves (``metrics``) or their
+    count (``metrics_lines``).
+
+    Raises:
+        CheckpointError: the file is missing, shorter or different, or cannot be written.
     """
+    position = payload.get("metrics_position")
+    if position is not None:
+        _cut_metrics(path, int(position["bytes"]), str(position["sha256"]))
+        return
     lines = payload.get("metrics")
     if lines is not None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, "".join(line + "\n" for line in lines))
         return
     _truncate_metrics(path, payload.get("metrics_lines"))
+
+
+def _cut_metrics(path: Path, length: int, sha256: str) -> None:
+    fix = "restore the file, or start a new run with another --out"
+    try:
+        size = path.stat().st_size if path.is_file() else 0
+        if size < length:
+            raise CheckpointError(
+                f"{path} holds {size} bytes, fewer than the {length} written before the "
+                f"checkpoint; {fix}"
+            )
+        _, digest = file_sha256(path, length)
+        if digest.hexdigest() != sha256:
+            raise CheckpointError(
+                f"{path} differs from the file the checkpoint was written with (its first "
+                f"{length} bytes have another SHA-256); {fix}"
+            )
+        if size > length:  # the lines written after the checkpoint
+            os.truncate(path, length)
+    except OSError as e:
+        raise CheckpointError(f"cannot restore {path}: {e.strerror or e}") from e
 
 
 def _truncate_metrics(path: Path, lines: int | None) -> None:
@@ -72,9 +103,7 @@ def _truncate_metrics(path: Path, lines: int | None) -> None:
             f"{path} has fewer lines than the {lines} written before the checkpoint; "
             "restore the file or start a new run with another --out"
         )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(line + b"\n" for line in kept))
-    os.replace(tmp, path)
+    write_atomically(path, b"".join(line + b"\n" for line in kept))
 
 
 class Stopped(Exception):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,14 +24,29 @@ from tbptt.cli.common import (
     model_config_for,
     run_config_from_args,
 )
+from tbptt.cli.outputs import (
+    closing_line,
+    epoch_metrics,
+    resume_line,
+    sample,
+    write_predictions,
+)
 from tbptt.cli.resume import Stopped, StopRequest, find_run, restore_metrics
 from tbptt.data.config import data_digest, load_dataset
 from tbptt.data.dataset import TextData
-from tbptt.errors import CheckpointError
-from tbptt.report import plot_predictions, plot_training
-from tbptt.train import MetricsWriter, RunConfig, Trainer, generate, read_metrics
-from tbptt.train.checkpoint import LATEST, Checkpointer, parse_interval
-from tbptt.train.evaluate import predict
+from tbptt.errors import CheckpointError, NonFiniteError
+from tbptt.report import plot_training
+from tbptt.train import MetricsWriter, RunConfig, Trainer, read_metrics
+from tbptt.train.checkpoint import (
+    LATEST,
+    Checkpointer,
+    RunLock,
+    latest_checkpoint,
+    parse_interval,
+    replacing,
+    write_atomically,
+)
+from tbptt.train.checkpoint.atomic import remove_debris
 from tbptt.truncation import parse_strategy
 
 STRATEGY_HELP = """\
@@ -127,18 +140,29 @@ def _flag(key: str) -> str:
     return "--" + dest.replace("_", "-") if dest else key
 
 
-def _configure(args) -> tuple[RunConfig, Path, tuple[Path, dict] | None]:
-    """The run's configuration (before the data fills in the model's sizes), its directory,
-    and the checkpoint to continue (None: a fresh run).
+# A long run writes millions of step lines: in memory, the trainer's writer keeps the
+# epoch records and this many of the newest step records; the plot reads at most about
+# PLOT_STEPS step records back from the file (evenly thinned).
+METRICS_TAIL = 1000
+PLOT_STEPS = 20_000
+
+# The files a run writes into its directory through a temporary name (their debris,
+# after a kill, is removed once the run holds the directory's lock).
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv", "curves.png",
+             "predictions.png")  # fmt: skip
+
+
+def _configure(args, out: Path) -> tuple[RunConfig, tuple[Path, dict] | None]:
+    """The run's configuration (before the data fills in the model's sizes) and the
+    checkpoint to continue (None: a fresh run).
 
     A fresh run, or ``--out DIR``: the defaults with the given flags. ``--resume DIR``: the
     run's saved configuration with the given flags.
     """
-    out = Path(args.resume or args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
     found = find_run(out, resume=bool(args.resume), other_out=args.out)
     if found is not None and args.resume:
-        return run_config_from_args(args, base=_saved(found)), out, found
-    return run_config_from_args(args), out, found
+        return run_config_from_args(args, base=_saved(found)), found
+    return run_config_from_args(args), found
 
 
 def _saved(found: tuple[Path, dict]) -> RunConfig:
@@ -174,7 +198,30 @@ def _value(config: RunConfig, key: str):
 
 
 def train_command(args) -> int:
-    config, out, found = _configure(args)
+    """Train (or continue) the run in its directory, holding the directory's lock throughout.
+
+    An existing directory is locked before anything is read from it, so a second run
+    there is refused at once; a new one is created and locked just before the first
+    write, after every cheap check, so a mistake leaves no empty directory behind.
+    """
+    out = Path(args.resume or args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock = RunLock(out)
+    try:
+        if out.is_dir():
+            _lock(lock)
+        return _train(args, out, lock)
+    finally:
+        lock.release()
+
+
+def _lock(lock: RunLock) -> None:
+    if not lock.held:
+        lock.acquire()
+        remove_debris(lock.directory, RUN_FILES)
+
+
+def _train(args, out: Path, lock: RunLock) -> int:
+    config, found = _configure(args, out)
     # Validate everything cheap before touching data, so mistakes are reported at once.
     config.check()
     strategy = parse_strategy(config.train.strategy)
@@ -201,19 +248,19 @@ def train_command(args) -> int:
     torch.manual_seed(config.train.seed)
     model = build_model(config, data)
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create output directory {out}: {e.strerror}") from None
-    (out / "config.json").write_text(
-        json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n"
+    _lock(lock)  # creates the directory
+    if found is None and latest_checkpoint(out) is not None:
+        raise CheckpointError(
+            f"another run wrote a checkpoint into {out} while this one started; "
+            "run the command again to continue it, or use another --out"
+        )
+    write_atomically(
+        out / "config.json",
+        json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n",
     )
     if found is not None:
         restore_metrics(out / "metrics.jsonl", found[1])
-        metrics = MetricsWriter(out / "metrics.jsonl", append=True)
-        metrics.records = read_metrics(out / "metrics.jsonl")
-    else:
-        metrics = MetricsWriter(out / "metrics.jsonl")
+    metrics = MetricsWriter(out / "metrics.jsonl", append=found is not None, tail=METRICS_TAIL)
     trainer = Trainer(
         model,
         data.train_split(),
@@ -225,10 +272,7 @@ def train_command(args) -> int:
     )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])
-        print(
-            f"tbptt train: resuming {out} from {found[0]} (epoch {trainer.epoch + 1}, "
-            f"step {trainer.step})"
-        )
+        print(f"tbptt train: {resume_line(out, found[0], trainer, config.train.epochs)}")
     baselines = data.baselines()
     n_params = sum(p.numel() for p in model.parameters())
     train_rows, valid_rows = len(data.train_split()), len(data.valid_split())
@@ -272,7 +316,9 @@ def train_command(args) -> int:
             "config": config.to_dict(),
             "vocab": data.vocab.itos if isinstance(data, TextData) else None,
             "data_sha1": digest,
-            "metrics": [json.dumps(r) for r in metrics.records],  # the file's lines so far
+            # What metrics.jsonl holds now (its length and SHA-256), not its lines: a
+            # checkpoint's size must not grow with the run.
+            "metrics_position": metrics.position(),
             "trainer": trainer.state_dict(),
         }
         return checkpointer.save(payload, trainer.step)
@@ -290,7 +336,7 @@ def train_command(args) -> int:
             )
 
     def on_epoch(record):
-        line = f"epoch {record['epoch']:>3}/{epochs}  {_epoch_metrics(record, objective)}  " + (
+        line = f"epoch {record['epoch']:>3}/{epochs}  {epoch_metrics(record, objective)}  " + (
             f"{record['tokens_per_s'] / 1e3:.1f}k {unit}/s  {record['seconds']:.1f}s"
         )
         if not config.output.progress:
@@ -331,12 +377,12 @@ def train_command(args) -> int:
         metrics.close()
     checkpoint()
     metric = "ppl" if objective.name == "lm" else "loss"
-    plot_training(
-        metrics.records, out / "curves.png", title=f"{what}, {strategy.spec}", metric=metric
-    )
+    history = read_metrics(out / "metrics.jsonl", max_steps=PLOT_STEPS)
+    with replacing(out / "curves.png", keep_suffix=True) as tmp:
+        plot_training(history, tmp, title=f"{what}, {strategy.spec}", metric=metric)
     written = [out / "metrics.jsonl", out / "curves.png", out / "checkpoint.pt"]
 
-    records = [r for r in metrics.records if r["event"] == "epoch"]
+    records = [r for r in history if r["event"] == "epoch"]
     summary = {"epochs": trainer.epoch, "steps": trainer.step, "objective": objective.name}
     summary["baselines"] = baselines
     if "unigram" in baselines:
@@ -348,105 +394,21 @@ def train_command(args) -> int:
             1e-9, sum(r["seconds"] for r in records)
         )
     if isinstance(data, TextData) and config.output.sample_length > 0:
-        summary["sample"] = _sample(trainer.model, data, config)
+        try:
+            summary["sample"] = sample(trainer.model, data, config)
+        except NonFiniteError as e:  # a model with non-finite outputs: no sample, the rest kept
+            summary["sample_error"] = str(e)
+            print(f"tbptt train: no sample: {e}", file=sys.stderr)
     if hasattr(data, "valid_actual") and valid_rows > 0:
-        written += _write_predictions(trainer.model, data, out, config)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        written += write_predictions(trainer.model, data, out, config)
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
     if records:
-        print(_closing_line(summary, objective, baselines, trainer.step))
+        print(closing_line(summary, objective, baselines, trainer.step))
     if "sample" in summary:
         print(f"sample: {summary['sample']!r}")
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
-
-
-def _epoch_metrics(record: dict, objective) -> str:
-    if objective.name == "lm":
-        train = (
-            f"train ppl {record['train_ppl']:.3f}" if "train_ppl" in record else "no trained tokens"
-        )
-        val = f"  val ppl {record['val_ppl']:.3f}" if "val_ppl" in record else ""
-        return train + val
-    train = (
-        f"train loss {record['train_loss']:.4f}" if "train_loss" in record else "no trained rows"
-    )
-    vals = [(k[4:], v) for k, v in record.items() if k.startswith("val_")]
-    return train + ("  val " + ", ".join(f"{k} {v:.4f}" for k, v in vals) if vals else "")
-
-
-def _closing_line(summary: dict, objective, baselines: dict, steps: int) -> str:
-    if objective.name == "lm":
-        return (
-            f"validation perplexity {summary.get('val_ppl', math.nan):.3f} (unigram baseline "
-            f"{summary.get('unigram_ppl', math.nan):.3f}), train perplexity "
-            f"{summary.get('train_ppl', math.nan):.3f}, {summary['tokens_per_s'] / 1e3:.1f}k "
-            f"tokens/s, {steps} optimizer steps"
-        )
-    shown = [k for k in (objective.primary, "mae", "loss") if f"val_{k}" in summary]
-    measured = ", ".join(
-        f"{k.upper() if k != 'loss' else k} {summary[f'val_{k}']:.4f}" for k in shown
-    )
-    against = "; ".join(
-        f"{name}: " + ", ".join(f"{k.upper() if k != 'loss' else k} {v:.4f}" for k, v in m.items())
-        for name, m in baselines.items()
-    )
-    return (
-        f"validation {measured}"
-        + (f" (baselines -- {against})" if against else "")
-        + (f", {steps} optimizer steps")
-    )
-
-
-def _sample(model, data: TextData, config: RunConfig) -> str:
-    prefix_ids = data.encode(config.output.prefix) if config.output.prefix else data.valid[:0]
-    if len(prefix_ids) == 0 or bool((prefix_ids == 0).all()):
-        prefix_ids = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
-    gen = torch.Generator().manual_seed(config.train.seed)
-    ids = generate(
-        model,
-        prefix_ids,
-        config.output.sample_length,
-        temperature=config.output.temperature,
-        generator=gen,
-    )
-    return data.decode(prefix_ids.tolist()) + data.separator + data.decode(ids)
-
-
-def _write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
-    """predictions.csv and predictions.png: validation forecasts in the data's own units."""
-    outputs = predict(
-        model,
-        data.valid_split(),
-        batch_size=config.train.eval_batch_size,
-        window=config.train.eval_window,
-    )
-    outputs = outputs.double().cpu()
-    predicted = data.targets_scaler.inverse(outputs)  # (N, D)
-    actual, persistence = data.valid_actual, data.valid_persistence
-    names = list(data.target_columns)
-    path = out / "predictions.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            ["index"]
-            + [f"{n}{suffix}" for n in names for suffix in ("", "_predicted", "_persistence")]
-        )
-        for i, label in enumerate(data.valid_index):
-            row = [label]
-            for d in range(len(names)):
-                row += [f"{actual[i, d]:.6g}", f"{predicted[i, d]:.6g}", f"{persistence[i, d]:.6g}"]
-            writer.writerow(row)
-    plot = plot_predictions(
-        data.valid_index,
-        actual.numpy(),
-        predicted.numpy(),
-        out / "predictions.png",
-        baseline=persistence.numpy(),
-        names=names,
-        title=f"validation forecasts, {data.horizon} step(s) ahead",
-    )
-    return [path, plot]
 
 
 def _check_same_data(found: tuple[Path, dict], data, digest: str) -> None:

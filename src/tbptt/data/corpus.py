@@ -12,11 +12,13 @@ Any UTF-8 text file can be used instead of The Time Machine.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
 import os
-import tempfile
+import secrets
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -64,18 +66,62 @@ def sha1_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None) -> Path:
+def _remove_stale_parts(directory: Path, name: str, older_than: float) -> None:
+    """Delete ``.part`` files of ``name`` untouched for ``older_than`` seconds.
+
+    A download that is still running writes to its ``.part`` file at least every
+    ``timeout`` seconds and gives up after ``deadline``, so a file older than both
+    was left by a download that was killed; a younger one may be another process's.
+    """
+    now = time.time()
+    for part in directory.glob(f".{name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > older_than:
+                part.unlink()
+                log.info("removed stale partial download %s", part)
+        except OSError:  # gone meanwhile, or a read-only cache: harmless either way
+            pass
+
+
+def _create_part(directory: Path, name: str) -> tuple[int, Path]:
+    """Create a new, empty ``.part`` file beside the target and open it for writing.
+
+    Mode 0o666 lets the umask decide the permissions, as a plain ``open()`` would;
+    ``tempfile.mkstemp`` would make the cached file 0600.
+    """
+    for _ in range(100):
+        path = directory / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(directory))
+
+
+def fetch(
+    remote: RemoteFile = TIME_MACHINE,
+    data_dir: str | Path | None = None,
+    *,
+    timeout: float = 30.0,
+    deadline: float = 300.0,
+) -> Path:
     """Return the path of a verified local copy of ``remote``, downloading it if needed.
 
     The download goes to a temporary file in the same directory and is renamed
     into place only after its checksum matches, so an interrupted or corrupted
-    download never becomes the cached file.
+    download never becomes the cached file. ``timeout`` bounds each wait on the
+    server (connecting, each read); ``deadline`` bounds the whole download, so a
+    server that trickles bytes is cut off too. Reading stops as soon as more than
+    ``remote.size`` bytes arrive. Partial downloads older than ``timeout +
+    deadline`` seconds (left by a killed process) are deleted.
 
     Raises:
         DataError: the cached copy is corrupt, or the file cannot be downloaded.
     """
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     target = directory / remote.name
+    if directory.is_dir():
+        _remove_stale_parts(directory, remote.name, older_than=timeout + deadline)
     if target.is_file():
         got = sha1_of(target)
         if got != remote.sha1:
@@ -87,15 +133,40 @@ def fetch(remote: RemoteFile = TIME_MACHINE, data_dir: str | Path | None = None)
         return target
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{remote.name}.", suffix=".part", dir=directory)
+        fd, tmp = _create_part(directory, remote.name)
     except OSError as e:
         raise DataError(f"cannot write to data directory {directory}: {e.strerror}") from e
     log.info("downloading %s to %s", remote.url, target)
-    tmp = Path(tmp_name)
+    give_up_at = time.monotonic() + deadline
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=30) as resp:
-            while block := resp.read(1 << 16):
+        with (
+            os.fdopen(fd, "wb") as out,
+            urllib.request.urlopen(remote.url, timeout=timeout) as resp,
+        ):
+            have = 0
+            while True:
+                if time.monotonic() > give_up_at:
+                    raise DataError(
+                        f"download of {remote.url} did not finish within {deadline:g} s "
+                        f"({have} of {remote.size or '?'} bytes arrived); retry, or copy "
+                        f"{remote.name} into {directory} (or pass your own file)",
+                        options=("data.path",),
+                    )
+                # read1: at most one read from the socket, so a trickle cannot hold
+                # the loop (and the deadline check) for a whole block.
+                want = min(1 << 16, remote.size + 1 - have) if remote.size else 1 << 16
+                block = resp.read1(want)
+                if not block:
+                    break
                 out.write(block)
+                have += len(block)
+                if remote.size and have > remote.size:
+                    raise DataError(
+                        f"download of {remote.url} sent more than the expected {remote.size} "
+                        f"bytes, so it is not the pinned file; retry later, or copy "
+                        f"{remote.name} into {directory} (or pass your own file)",
+                        options=("data.path",),
+                    )
             out.flush()
             os.fsync(out.fileno())
         have = tmp.stat().st_size

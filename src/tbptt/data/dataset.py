@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from tbptt.data.streams import StreamData, split_stream
-from tbptt.data.tokenize import Vocab, normalize, tokenize
+from tbptt.data.tokenize import TokenIndexer, Vocab, normalize, tokenize
 from tbptt.errors import DataError
 
 __all__ = ["DataShape", "Dataset", "TextData", "prepare_text", "unigram_perplexity"]
@@ -60,9 +60,11 @@ class Dataset(Protocol):
 
 def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
     """Perplexity on ``valid`` of token frequencies counted on ``train`` (add-one smoothed)."""
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    counts = torch.bincount(train.long(), minlength=vocab_size).double() + 1.0
     log_p = torch.log(counts / counts.sum())
-    return math.exp(-float(log_p[valid].mean()))
+    # counts of the validation ids (not ``log_p[valid]``: a uint8 index would be a mask)
+    valid_counts = torch.bincount(valid.long(), minlength=vocab_size).double()
+    return math.exp(-float((valid_counts * log_p).sum() / valid_counts.sum()))
 
 
 @dataclass
@@ -71,7 +73,9 @@ class TextData:
 
     Attributes:
         vocab: built from the training split only (unseen validation tokens are ``<unk>``).
-        train: (N_train,) token indices.
+        train: (N_train,) token indices, in the smallest integer type that holds the
+            vocabulary (:func:`~tbptt.data.tokenize.compact_dtype`: one byte per token
+            for a character vocabulary), so a corpus costs about a byte per token.
         valid: (N_valid,) token indices, the contiguous tail of the corpus.
         level: ``"char"`` or ``"word"``.
         normalize: the normalisation applied before tokenizing.
@@ -94,11 +98,11 @@ class TextData:
         return self.vocab.decode(indices, self.separator)
 
     def train_split(self) -> StreamData:
-        """The training tokens as a next-token :class:`~tbptt.data.StreamData`."""
+        """The training tokens as a next-token :class:`~tbptt.data.StreamData` (int64 ids)."""
         return StreamData(self.train)
 
     def valid_split(self) -> StreamData:
-        """The validation tokens as a next-token :class:`~tbptt.data.StreamData`."""
+        """The validation tokens as a next-token :class:`~tbptt.data.StreamData` (int64 ids)."""
         return StreamData(self.valid)
 
     @property
@@ -130,17 +134,23 @@ def prepare_text(
     valid_fraction: float = 0.1,
     min_freq: int = 1,
 ) -> TextData:
-    """Normalize, tokenize, split (last ``valid_fraction`` for validation) and index ``text``."""
-    tokens = tokenize(normalize(text, normalization), level)
-    if len(tokens) < 2:
+    """Normalize, tokenize, split (last ``valid_fraction`` for validation) and index ``text``.
+
+    The same as ``Vocab(tokens[:n_train], min_freq=min_freq).encode(tokens)`` with
+    ``tokens = tokenize(normalize(text, normalization), level)``, without the list of
+    tokens: the ids are built a piece of the text at a time (see :class:`TokenIndexer`).
+    """
+    indexer = TokenIndexer(level)
+    n = indexer.add(normalize(text, normalization))
+    if n < 2:
         raise DataError(
-            f"the text has {len(tokens)} {level} token(s) after normalization "
+            f"the text has {n} {level} token(s) after normalization "
             f"{normalization!r}; it needs many more (try the normalization 'none', or a longer file)",
             options=("data.normalize", "data.path"),
         )
-    n_valid = int(round(len(tokens) * valid_fraction))
-    train_tokens = tokens[: len(tokens) - n_valid]
-    vocab = Vocab(train_tokens, min_freq=min_freq)
-    indices = vocab.encode(tokens)
+    if not 0.0 <= valid_fraction < 1.0:
+        raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = int(round(n * valid_fraction))
+    vocab, indices = indexer.finish(n - n_valid, min_freq=min_freq)
     train, valid = split_stream(indices, valid_fraction)
     return TextData(vocab=vocab, train=train, valid=valid, level=level, normalize=normalization)

@@ -29,7 +29,7 @@ import torch
 from tbptt.data.corpus import read_text
 from tbptt.data.dataset import TextData
 from tbptt.data.streams import StreamData, split_stream
-from tbptt.data.tokenize import Vocab, normalize, tokenize
+from tbptt.data.tokenize import TokenIndexer, Vocab, compact_dtype, normalize
 from tbptt.errors import DataError
 
 __all__ = ["DOC", "DocumentData", "read_documents", "prepare_documents"]
@@ -117,26 +117,34 @@ def prepare_documents(
     The split is contiguous (the last ``valid_fraction`` of the tokens is held
     out); the vocabulary comes from the training part and always holds ``<doc>``.
     """
-    tokens: list[str] = []
-    starts: list[bool] = []
+    indexer = TokenIndexer(level, specials=(DOC,))
+    first: list[int] = []  # where each document's <doc> is
     for doc in documents:
-        body = tokenize(normalize(doc, normalization), level)
-        if not body:
+        text = normalize(doc, normalization)
+        if not text or (level == "word" and not text.split()):
             continue
-        tokens += [DOC, *body]
-        starts += [True] + [False] * len(body)
-    if len(tokens) < 2:
+        first.append(indexer.length)
+        indexer.add_token(DOC)
+        indexer.add(text)
+    n = indexer.length
+    if n < 2:
         raise DataError(
-            f"the documents have {len(tokens)} {level} token(s) after normalization "
+            f"the documents have {n} {level} token(s) after normalization "
             f"{normalization!r}; they need many more"
         )
-    n_valid = int(round(len(tokens) * valid_fraction))
-    vocab = Vocab(tokens[: len(tokens) - n_valid], min_freq=min_freq)
+    if not 0.0 <= valid_fraction < 1.0:
+        raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = int(round(n * valid_fraction))
+    vocab, indices = indexer.finish(n - n_valid, min_freq=min_freq)
     if DOC not in vocab:
+        # <doc> only in the validation part: finish() mapped it to <unk>; append it
         vocab = Vocab(itos=[*vocab.itos, DOC])
-    indices = vocab.encode(tokens)
+        indices = indices.to(compact_dtype(len(vocab)))
+        indices[torch.tensor(first, dtype=torch.int64)] = len(vocab) - 1
+    starts = torch.zeros(n, dtype=torch.bool)
+    starts[torch.tensor(first, dtype=torch.int64)] = True
     train, valid = split_stream(indices, valid_fraction)
-    train_starts, valid_starts = split_stream(torch.tensor(starts), valid_fraction)
+    train_starts, valid_starts = split_stream(starts, valid_fraction)
     return DocumentData(
         vocab=vocab,
         train=train,
@@ -145,5 +153,5 @@ def prepare_documents(
         normalize=normalization,
         train_starts=train_starts,
         valid_starts=valid_starts,
-        documents=sum(starts),
+        documents=len(first),
     )

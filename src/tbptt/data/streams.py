@@ -54,6 +54,7 @@ __all__ = [
     "Batch",
     "Stream",
     "split_stream",
+    "ids",
     "batchify",
     "SequentialStream",
     "RandomStream",
@@ -110,6 +111,14 @@ class StreamData:
     def to(self, device) -> StreamData:
         move = lambda t: t.to(device) if t is not None else None  # noqa: E731
         return StreamData(move(self.inputs), move(self.targets), move(self.starts), move(self.mask))
+
+
+def ids(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Token / class ids as int64 for the model and the loss; a split may store them in the
+    smallest integer type (uint8 for a character vocabulary), a window is widened."""
+    if t is None or t.is_floating_point() or t.dtype in (torch.bool, torch.int64):
+        return t
+    return t.long()
 
 
 def as_stream_data(data: StreamData | torch.Tensor) -> StreamData:
@@ -250,8 +259,8 @@ class SequentialStream:
             targets = self.targets[start:stop]  # (T, B, ...)
             mask = self.mask[start:stop] if self.mask is not None else None
         return Batch(
-            inputs=self.data[start:stop],  # (T, B, ...)
-            targets=targets,
+            inputs=ids(self.data[start:stop]),  # (T, B, ...)
+            targets=ids(targets),
             resets=self.starts[start:stop] if self.starts is not None else None,  # (T, B)
             mask=mask,
             reset=start == 0,
@@ -317,8 +326,8 @@ class RandomStream:
         target_rows = rows + 1 if data.next_token else rows
         targets = data.inputs[target_rows] if data.next_token else data.targets[rows]
         return Batch(
-            inputs=data.inputs[rows],  # (T, B, ...)
-            targets=targets,
+            inputs=ids(data.inputs[rows]),  # (T, B, ...)
+            targets=ids(targets),
             resets=data.starts[rows] if data.starts is not None else None,
             mask=data.mask[target_rows] if data.mask is not None else None,
             reset=True,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tbptt.errors import ConfigError
+from tbptt.errors import ConfigError, DataError
 from tbptt.models.constraints import constrain_spectral_norm
 from tbptt.models.gating import State
 from tbptt.models.recurrent import KINDS, Recurrent
@@ -148,6 +148,10 @@ class RecurrentNet(nn.Module):
                     f"Expected token ids (T, B) for a model with a vocabulary, got "
                     f"{inputs.dtype} {tuple(inputs.shape)}; float features need input_size"
                 )
+            self._check_token_ids(inputs)
+            inputs = (
+                inputs.long()
+            )  # ids may be stored compactly (uint8, int16); torch indexes int64
             if self.embedding is None:
                 return F.one_hot(inputs, self.config.vocab_size).to(dtype)
             return self.drop(self.embedding(inputs))
@@ -158,6 +162,22 @@ class RecurrentNet(nn.Module):
             )
         inputs = inputs.to(dtype)
         return self.drop(self.embedding(inputs)) if self.embedding is not None else inputs
+
+    def _check_token_ids(self, inputs: torch.Tensor) -> None:
+        """Refuse ids outside [0, vocab_size) in one line, before the embedding's IndexError
+        (or a device-side assert on CUDA). One min/max reduction per call."""
+        if inputs.numel() == 0:
+            return
+        low, high = (int(v) for v in torch.aminmax(inputs))
+        if low < 0 or high >= self.config.vocab_size:
+            bad = low if low < 0 else high
+            raise DataError(
+                f"Expected token ids in [0, {self.config.vocab_size - 1}] (the vocabulary's "
+                f"{self.config.vocab_size} tokens), got {bad}; encode the data with the "
+                "vocabulary the model was built for, or build the model with a larger "
+                "vocab_size",
+                options=("model.vocab_size",),
+            )
 
     def forward(
         self,

@@ -9,7 +9,9 @@ primary metric in its direction:
     stability        regular truncation is more stable: non-finite steps, clip rate,
                      90th-percentile gradient norm (:data:`NORM_RATIO`, :data:`MIN_STEPS`)
     regularization   regular truncation generalizes better: validation - training loss
-                     gap and validation metric
+                     gap and validation metric; inconclusive when a run's training loss
+                     covers less than :data:`~tbptt.report.summary.MIN_FRACTION` of an
+                     epoch or it logged fewer than :data:`MIN_STEPS` steps
     randomized       randomized truncation is no better than regular in practice: the
                      difference against the noise over seeds (:data:`SAME_PPL` for one seed)
     learned          for data other than text with baselines: only some strategies learn
@@ -26,6 +28,7 @@ import statistics
 from dataclasses import dataclass
 
 from tbptt.report.summary import (
+    MIN_FRACTION,
     Metric,
     Stat,
     _num,
@@ -96,7 +99,7 @@ def verdicts(comparison) -> list[Verdict]:
     found = [
         _speed(comparison, rows, full, regular, m),
         _stability(rows, full, regular),
-        _regularization(rows, full, regular, m),
+        _regularization(comparison, rows, full, regular, m),
         _randomized(rows, regular, randomized, m),
     ]
     data = comparison.data or {}
@@ -211,7 +214,25 @@ def _stability(rows, full, regular) -> Verdict:
     return Verdict(claim, outcome, text)
 
 
-def _regularization(rows, full, regular, m: Metric) -> Verdict:
+def _too_little_training(comparison, specs, m: Metric) -> str:
+    """Why the training figures of these strategies' runs are too thin to judge, or ""."""
+    reasons = []
+    for spec in specs:
+        for run in comparison.runs_of(spec):
+            s = run_summary(run.records, m.name, m.higher_is_better)
+            seed = f" (seed {run.seed})" if len(comparison.config.seeds) > 1 else ""
+            if not s["train_fraction"] >= MIN_FRACTION:
+                reasons.append(
+                    f"{spec}{seed}'s last training loss covers {s['train_fraction']:.0%} of an "
+                    f"epoch, less than half an epoch"
+                )
+            # No step records at all: the steps were not logged, not too few.
+            elif 0 < s["steps"] < MIN_STEPS:
+                reasons.append(f"{spec}{seed} took {s['steps']} steps, fewer than {MIN_STEPS}")
+    return "; ".join(reasons)
+
+
+def _regularization(comparison, rows, full, regular, m: Metric) -> Verdict:
     claim = "Regular truncation regularizes (leans on recent context, generalizes better)."
     if missing := _missing(claim, ("full", full), ("regular", regular)):
         return missing
@@ -223,6 +244,9 @@ def _regularization(rows, full, regular, m: Metric) -> Verdict:
         f"{m.label} {regular} {r[m.key].format()}, {full} {f[m.key].format()}. "
         "(Training loss is measured during the epoch with dropout on, so the gap can be negative.)"
     )
+    if thin := _too_little_training(comparison, (full, regular), m):
+        text += f" Too little training to judge: {thin} (a longer budget gives more)."
+        return Verdict(claim, "inconclusive", text)
     smaller_gap = r["gap"].mean < f["gap"].mean
     better_val = m.better(r[m.key].mean, f[m.key].mean)
     if smaller_gap and better_val:

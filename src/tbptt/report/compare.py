@@ -279,6 +279,8 @@ def _markdown(comparison, header, rows, found, samples, runs) -> str:
     lines.append("")
     if baselines := baseline_line(comparison):
         lines += [baselines + ".", ""]
+    for spec, reason in getattr(comparison, "skipped", {}).items():
+        lines += [f"Not run: **{spec}** — {reason}.", ""]
     lines += [_notes(comparison), ""]
     lines += ["## Verdicts", ""]
     for v in found:
@@ -353,6 +355,8 @@ def _html(comparison, header, rows, found, samples, runs, figures) -> str:
     parts += ["</tbody>", "</table>"]
     if baselines := baseline_line(comparison):
         parts.append(f"<p>{e(baselines)}.</p>")
+    for spec, reason in getattr(comparison, "skipped", {}).items():
+        parts.append(f"<p>Not run: <b>{e(spec)}</b> — {e(reason)}.</p>")
     parts += [f"<p>{e(_notes(comparison))}</p>", "<h2>Verdicts</h2>", "<ul>"]
     for v in found:
         parts.append(

@@ -8,10 +8,15 @@ Per run (:func:`run_summary`), from its JSON-lines records:
 
     final val <metric>             the last epoch record's val_<metric>; best_val_<metric>:
                                    the best over epochs, by the metric's direction
-    final train / val loss, gap    train_loss, val_loss, gap = val_loss - train_loss
-                                   (``gap_nats`` too for a language model, with its
-                                   train_ppl: token-weighted over that epoch's windows,
-                                   measured while training, dropout on); NaN when missing
+    final train / val loss, gap    train_loss from the last epoch record that covers at
+                                   least :data:`MIN_FRACTION` of an epoch (else the last
+                                   one; ``train_fraction`` says how much it covers), so a
+                                   budget-cut fragment of a few windows is never the
+                                   training figure; gap = val_loss - train_loss of that
+                                   same record (``gap_nats`` too for a language model,
+                                   with its train_ppl: token-weighted over that epoch's
+                                   windows, measured while training, dropout on);
+                                   val_loss: the last record's; NaN when missing
     tokens/s                       sum of epoch tokens / sum of epoch training seconds
     seconds per epoch              sum of epoch training seconds / epochs done, where a
                                    budget-stopped epoch counts as its ``fraction``
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 __all__ = [
     "Stat",
     "Metric",
+    "MIN_FRACTION",
     "metric_of",
     "columns",
     "run_summary",
@@ -68,6 +74,9 @@ class Stat:
         if self.n == 1:
             return format(self.mean, fmt)
         return f"{self.mean:{fmt}} ± {self.std:{fmt}}"
+
+
+MIN_FRACTION = 0.5  # training figures come from an epoch record covering at least this much
 
 
 def _num(value) -> float:
@@ -127,13 +136,18 @@ def run_summary(records: list[dict], metric: str = "ppl", higher_is_better: bool
     """
     epochs = [r for r in records if r.get("event") == "epoch"]
     steps = [r for r in records if r.get("event") == "step"]
+    # Training figures from enough tokens: not a budget-cut trailing fragment of an epoch.
+    measured = next(
+        (r for r in reversed(epochs) if _num(r.get("fraction", 1.0)) >= MIN_FRACTION),
+        epochs[-1] if epochs else {},
+    )
     run = next((r for r in reversed(records) if r.get("event") == "run"), {})
     seconds = sum(_get(r, "seconds") for r in epochs if "seconds" in r)
     tokens = sum(int(r.get("tokens", 0)) for r in epochs)
     done = sum(_num(r.get("fraction", 1.0)) for r in epochs)
     norms = [_get(r, "grad_norm") for r in steps if math.isfinite(_get(r, "grad_norm"))]
     last = epochs[-1] if epochs else {}
-    train_loss = _get(last, "train_loss")
+    train_loss = _get(measured, "train_loss")
     val_loss = _get(last, "val_loss")
     key = f"val_{metric}"
     values = [_num(r[key]) for r in epochs if key in r]
@@ -141,13 +155,15 @@ def run_summary(records: list[dict], metric: str = "ppl", higher_is_better: bool
     best = (max if higher_is_better else min)(values, default=math.nan)
     out = {}
     if metric == "ppl":
-        out["train_ppl"] = _get(last, "train_ppl")
+        out["train_ppl"] = _get(measured, "train_ppl")
     out |= {
         key: _get(last, key),
         f"best_{key}": best,
         "train_loss": train_loss,
+        "train_fraction": _num(measured.get("fraction", 1.0)) if measured else math.nan,
         "val_loss": val_loss,
-        "gap": val_loss - train_loss,
+        # Both losses at the same point: a gap across two models means nothing.
+        "gap": _get(measured, "val_loss") - train_loss,
     }
     if metric == "ppl":
         out["gap_nats"] = out["gap"]
@@ -210,7 +226,9 @@ def val_curve(records: list[dict], metric: str = "ppl") -> dict[str, list[float]
 def epoch_curve(records: list[dict], metric: str = "ppl") -> dict[str, list[float]]:
     """Per epoch record: cumulative epochs done, ``val_<metric>``, train and validation loss,
     ``gap`` (validation - training loss); for a language model also ``train_ppl`` and
-    ``gap_nats``. Missing numbers are NaN."""
+    ``gap_nats``. Missing numbers are NaN. The training figures of an epoch record that
+    covers less than ``MIN_FRACTION`` of an epoch (a budget cut it short) are NaN: a few
+    windows' loss is not a training figure, so the gap plot leaves the point out."""
     key = f"val_{metric}"
     keys = ["epochs", key, "train_loss", "val_loss", "gap"]
     if metric == "ppl":
@@ -220,15 +238,18 @@ def epoch_curve(records: list[dict], metric: str = "ppl") -> dict[str, list[floa
     for r in records:
         if r.get("event") != "epoch":
             continue
-        done += _num(r.get("fraction", 1.0))
-        gap = _get(r, "val_loss") - _get(r, "train_loss")
+        fraction = _num(r.get("fraction", 1.0))
+        done += fraction
+        enough = fraction >= MIN_FRACTION
+        train_loss = _get(r, "train_loss") if enough else math.nan
+        gap = _get(r, "val_loss") - train_loss
         out["epochs"].append(done)
         out[key].append(_get(r, key))
-        out["train_loss"].append(_get(r, "train_loss"))
+        out["train_loss"].append(train_loss)
         out["val_loss"].append(_get(r, "val_loss"))
         out["gap"].append(gap)
         if metric == "ppl":
-            out["train_ppl"].append(_get(r, "train_ppl"))
+            out["train_ppl"].append(_get(r, "train_ppl") if enough else math.nan)
             out["gap_nats"].append(gap)
     return out
 

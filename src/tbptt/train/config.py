@@ -44,6 +44,7 @@ __all__ = [
     "RunConfig",
     "build_optimizer",
     "resumable_fields",
+    "device_problem",
 ]
 
 # Field metadata: this option may change when a run is resumed.
@@ -53,6 +54,27 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SAMPLING = ("sequential", "random")
 NONFINITE = ("stop", "skip")
 LR_SCHEDULES = ("cosine", "constant")
+# Device types torch can train on (meta holds no data; others are not supported here).
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+# The largest learning rate whose update a float32 weight can hold (torch refuses larger).
+MAX_LR = float(torch.finfo(torch.float32).max)
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device torch can train on here, or None.
+
+    Only the name is checked (``cuda:1``, not ``meta`` or ``banana``); whether this
+    machine has the device is the front end's check (``tbptt.cli.common.check_device``).
+    """
+    if not isinstance(name, str):
+        return f"device must be a name such as cpu or cuda:0, got {name!r}"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"unknown device {name!r}, expected cpu, cuda, cuda:N or mps"
+    if device.type not in DEVICE_TYPES:
+        return f"cannot train on device {name!r}, expected cpu, cuda, cuda:N or mps"
+    return None
 
 
 def resumable_fields(cls) -> frozenset[str]:
@@ -67,6 +89,8 @@ class TrainConfig:
     ``clip = 0`` turns gradient clipping off. ``nonfinite``: on a NaN/inf loss
     or gradient, ``"stop"`` raises :class:`NonFiniteError`, ``"skip"`` drops
     the step and counts it; either way the optimizer never applies it.
+    ``lr_schedule="cosine"`` decays over ``epochs``; changing ``epochs`` on resume
+    stretches it over the new total (see :meth:`Trainer.current_lr`).
     """
 
     strategy: str = "regular:35"
@@ -103,8 +127,19 @@ class TrainConfig:
             problems.append(
                 f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            problems.append(f"learning rate must be a positive number, got {self.lr}")
+        if not (0 < self.lr <= MAX_LR):
+            problems.append(
+                f"learning rate must be a positive number up to {MAX_LR:g} "
+                f"(what a float32 weight update holds), got {self.lr}"
+            )
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            problems.append(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (self.momentum >= 0 and math.isfinite(self.momentum)):
+            problems.append(f"momentum must be a finite number >= 0, got {self.momentum}")
+        if not (-(2**63) <= self.seed < 2**63):
+            problems.append(f"seed must fit a 64-bit integer (|seed| < 2**63), got {self.seed}")
+        if problem := device_problem(self.device):
+            problems.append(problem)
         if self.lr_schedule not in LR_SCHEDULES:
             problems.append(
                 f"unknown learning-rate schedule {self.lr_schedule!r}, expected one of {', '.join(LR_SCHEDULES)}"

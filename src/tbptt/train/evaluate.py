@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tbptt.data.dataset import unigram_perplexity
-from tbptt.data.streams import Batch, StreamData, as_stream_data
+from tbptt.data.streams import Batch, StreamData, as_stream_data, ids
 from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.tree import State
 
@@ -69,8 +69,8 @@ def evaluation_batch(
     batch_size = max(1, min(batch_size, n))
     valid = mask if mask is not None else torch.ones(n, dtype=torch.bool, device=inputs.device)
     return Batch(
-        inputs=_columns(inputs, batch_size, 0),  # (R, B, ...)
-        targets=_columns(targets, batch_size, 0),  # (R, B, ...)
+        inputs=ids(_columns(inputs, batch_size, 0)),  # (R, B, ...)
+        targets=ids(_columns(targets, batch_size, 0)),  # (R, B, ...)
         resets=_columns(starts, batch_size, False) if starts is not None else None,  # (R, B)
         mask=_columns(valid, batch_size, False),  # (R, B)
         reset=True,

@@ -1,12 +1,13 @@
 """The trainer's guards: checks that turn classic misuse into one error naming the fix.
 
-- :func:`check_detached` and :func:`check_state_shapes`: the carried state must be
-  the state entering the next window (no autograd graph left on it, the window's
-  batch size);
+- :func:`check_detached`, :func:`check_state_shapes` and :func:`check_context_batch`:
+  the carried state (and a lookback context) must be the state entering the next
+  window (no autograd graph left on it; the structure, shapes and dtypes of a fresh
+  state of the window's batch size);
 - :func:`freed_graph_error`: a module that keeps its state between calls, met as
   the 'backward through the graph a second time' error;
-- :func:`check_finite_weights`: under ``nonfinite="skip"``, weights that are
-  already NaN/inf, which no skipped step can bring back.
+- :func:`check_finite_weights`: weights that are already NaN/inf (checked when a
+  step is skipped and at the end of every epoch), which no later step can bring back.
 
 The trainer calls them; they only inspect and raise.
 """
@@ -23,6 +24,8 @@ from tbptt.truncation import Strategy
 __all__ = [
     "check_detached",
     "check_state_shapes",
+    "check_context_batch",
+    "state_signature",
     "freed_graph_error",
     "check_finite_weights",
     "graph_holders",
@@ -43,15 +46,41 @@ def check_detached(state: State, strategy: Strategy) -> None:
             )
 
 
-def check_state_shapes(state: State, want: list[tuple[int, ...]], batch_size: int) -> None:
-    """Refuse a carried state whose tensor shapes are not ``want``, those of a fresh state
-    of ``batch_size`` streams (the batch changed between windows)."""
-    got = [tuple(t.shape) for t in state_tensors(state)]
-    if got != want:
+def state_signature(state: State) -> tuple:
+    """What a carried state must keep between windows: its nesting (tuples and lists
+    alike) and every tensor's shape and dtype."""
+    if isinstance(state, torch.Tensor):
+        return (tuple(state.shape), state.dtype)
+    if isinstance(state, (tuple, list)):
+        return ("seq", tuple(state_signature(s) for s in state))
+    if isinstance(state, dict):
+        return ("map", tuple((k, state_signature(v)) for k, v in state.items()))
+    return (type(state).__name__,)
+
+
+def check_state_shapes(state: State, want: tuple, batch_size: int, *, what: str = "state") -> None:
+    """Refuse a carried state whose structure, shapes or dtypes differ from ``want``, the
+    :func:`state_signature` of a fresh state of ``batch_size`` streams (the batch changed
+    between windows, or a state was set by hand from another model or dtype).
+
+    ``what``: how the message names the state (``state``, ``lookback context's state``).
+    """
+    if state_signature(state) != want:
         raise ConfigError(
-            f"the carried state has shape {_shapes(got)} but a window of batch size "
-            f"{batch_size} needs {_shapes(want)}; keep the batch size fixed between windows, "
+            f"the carried {what} is {_describe(state_signature(state))} but a window of batch size "
+            f"{batch_size} needs {_describe(want)}; keep the batch size fixed between windows, "
             "or set trainer.state = None (or a state from model.initial_state(batch_size))"
+        )
+
+
+def check_context_batch(rows: torch.Tensor, batch_size: int) -> None:
+    """Refuse a lookback context (TBPTT(k1, k2)) whose rows (T', B', ...) were stored for
+    another batch size than the window's."""
+    if rows.dim() < 2 or rows.shape[1] != batch_size:
+        raise ConfigError(
+            f"the lookback context holds rows of shape {tuple(rows.shape)} but a window of "
+            f"batch size {batch_size} needs (T', {batch_size}, ...); keep the batch size fixed "
+            "between windows, or set trainer.context = None"
         )
 
 
@@ -73,8 +102,8 @@ def freed_graph_error(model: nn.Module) -> ConfigError:
 
 
 def check_finite_weights(model: nn.Module, *, epoch: int, step: int) -> None:
-    """Under ``nonfinite="skip"``: refuse to go on once the weights themselves are NaN/inf
-    (an earlier step overflowed them), since skipping cannot bring them back.
+    """Refuse to go on once the weights themselves are NaN/inf (a step overflowed them):
+    no later step can bring them back, whether non-finite steps stop or are skipped.
 
     ``epoch`` and ``step``: the 1-based epoch and step the message names.
     """
@@ -82,9 +111,9 @@ def check_finite_weights(model: nn.Module, *, epoch: int, step: int) -> None:
         if not bool(torch.isfinite(p).all()):
             raise NonFiniteError(
                 f"parameter {name} is non-finite at epoch {epoch}, step "
-                f"{step}: an earlier step overflowed the weights and skipping cannot "
-                "recover; lower the learning rate or set a gradient clip, and resume from an "
-                "earlier checkpoint",
+                f"{step}: a step overflowed the weights, and stopping at or skipping later "
+                "steps cannot recover them; lower the learning rate or set a gradient clip, "
+                "and resume from an earlier checkpoint",
                 options=("train.lr", "train.clip"),
             )
 
@@ -100,5 +129,12 @@ def graph_holders(model: nn.Module) -> list[str]:
     return found
 
 
-def _shapes(shapes: list[tuple[int, ...]]) -> str:
-    return ", ".join(str(s) for s in shapes) if shapes else "(no tensors)"
+def _describe(signature: tuple) -> str:
+    """:func:`state_signature` in words: ``((1, 3, 4) float32, (1, 3, 4) float32)``."""
+    if len(signature) == 2 and isinstance(signature[1], torch.dtype):
+        return f"{signature[0]} {str(signature[1]).removeprefix('torch.')}"
+    if signature[0] == "seq":
+        return "(" + ", ".join(_describe(s) for s in signature[1]) + ")"
+    if signature[0] == "map":
+        return "{" + ", ".join(f"{k!r}: {_describe(s)}" for k, s in signature[1]) + "}"
+    return str(signature[0])

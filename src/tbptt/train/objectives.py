@@ -40,7 +40,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from tbptt.data.streams import StreamData
+from tbptt.data.streams import StreamData, ids
 from tbptt.errors import ConfigError
 
 __all__ = [
@@ -108,6 +108,7 @@ class LanguageModel:
     higher_is_better = False
 
     def loss_sum(self, outputs, targets, mask=None):
+        targets = ids(targets)  # a split may store ids in a narrow type
         if mask is not None:
             targets = targets.masked_fill(~mask, IGNORE)
         return F.cross_entropy(
@@ -115,6 +116,7 @@ class LanguageModel:
         )
 
     def statistics(self, outputs, targets, mask=None):
+        targets = ids(targets)
         if mask is not None:
             targets = targets.masked_fill(~mask, IGNORE)
         return {

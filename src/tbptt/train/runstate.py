@@ -11,11 +11,19 @@ generator. It works on the attributes the trainer's constructor sets up
 
 from __future__ import annotations
 
+import copy
+import logging
+
+import torch
+
 from tbptt.errors import CheckpointError
 from tbptt.train.checkpoint import capture_rng, check_compatible, restore_rng
 from tbptt.train.config import TrainConfig, resumable_fields
 from tbptt.train.engine import Context
-from tbptt.tree import cpu_copy, map_state
+from tbptt.train.guards import state_signature
+from tbptt.tree import cpu_copy, flatten_state, map_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RunState"]
 
@@ -69,6 +77,7 @@ class RunState:
                     self._epoch_tokens,
                     self._epoch_seconds,
                     self._epoch_counted,
+                    self._epoch_skipped,
                 ],
                 "generator": self.generator.get_state(),
                 "rng": capture_rng(),
@@ -82,35 +91,185 @@ class RunState:
     def load_state_dict(self, d: dict) -> None:
         """Continue the run saved by :meth:`state_dict`.
 
+        A state saved by an older version is migrated where what it lacks has a
+        meaning (no ``skipped``: 0; no ``context``: none; no partial sums: an epoch
+        boundary); a state that lacks what an exact resume needs (``position``,
+        ``generator``...), or holds a value of the wrong type or size, is refused.
+
         Raises:
-            CheckpointError: the state belongs to another configuration or model
-                (one line naming the mismatch); nothing is changed then.
+            CheckpointError: the state belongs to another configuration or model, or is
+                incomplete or malformed (one line naming the key); nothing is changed then.
         """
+        d = self._validated(d)
         check_compatible(
-            {"train": d.get("config", {})},
+            {"train": d.get("config") or {}},
             {"train": self.config.to_dict()},
             ignore=tuple(f"train.{k}" for k in resumable_fields(TrainConfig)),
         )
         _check_same_parameters(d["model"], self.model.state_dict())
-        self.model.load_state_dict(d["model"])
+        # Everything that can still fail, first, each undone on failure: nothing is changed
+        # unless the whole state loads.
+        before_rng = capture_rng()
+        try:
+            restore_rng(d["rng"])
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as e:
+            restore_rng(before_rng)
+            raise CheckpointError(
+                f"the checkpoint's random generator states cannot be restored ({_first_line(e)}); "
+                "it was written by another version or is damaged; start a new run"
+            ) from None
+        before_optimizer = copy.deepcopy(self.optimizer.state_dict())
         try:
             self.optimizer.load_state_dict(d["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:
+        except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as e:
+            restore_rng(before_rng)
+            self.optimizer.load_state_dict(before_optimizer)
             raise CheckpointError(
-                f"the checkpoint's optimizer state does not fit this model and optimizer: {e}"
+                "the checkpoint's optimizer state does not fit this model and optimizer: "
+                f"{_first_line(e)}"
             ) from e
-        hidden = d.get("hidden")
+        self.model.load_state_dict(d["model"])
+        hidden = d["hidden"]
         self.state = map_state(lambda t: t.to(self.device), hidden) if hidden is not None else None
-        self.context = Context.from_state_dict(d.get("context"), self.device)
-        self.epoch, self.step, self.skipped = d["epoch"], d["step"], d.get("skipped", 0)
+        self.context = Context.from_state_dict(d["context"], self.device)
+        self.epoch, self.step, self.skipped = d["epoch"], d["step"], d["skipped"]
         self.stream.position = d["position"]
-        partial = list(d.get("epoch_partial", [0.0, 0, 0.0]))
-        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = partial[:3]
-        self._epoch_counted = partial[3] if len(partial) > 3 else self._epoch_tokens
+        (
+            self._epoch_loss,
+            self._epoch_tokens,
+            self._epoch_seconds,
+            self._epoch_counted,
+            self._epoch_skipped,
+        ) = d["epoch_partial"]
         self.generator.set_state(d["generator"])
         if d.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(d["strategy"])
-        restore_rng(d["rng"] if "rng" in d else {"torch": d["torch_rng"]})
+        self._note_schedule_change(d.get("config") or {})
+
+    def _validated(self, d) -> dict:
+        """``d`` checked key by key and migrated to the current layout, or one CheckpointError.
+
+        Required (an exact resume needs them): ``model``, ``optimizer``, ``epoch``, ``step``,
+        ``position``, ``generator``. Migrated when missing: ``skipped`` (0), ``hidden`` and
+        ``context`` (none), ``epoch_partial`` (an epoch's start; rows counted = rows read;
+        skipped 0), ``rng`` (from a ``torch_rng``, or left as it is).
+        """
+        if not isinstance(d, dict):
+            raise CheckpointError(
+                f"the checkpoint's trainer state is a {type(d).__name__}, expected a mapping; "
+                "the file was not written by tbptt train"
+            )
+        problems = [f"{k} is missing" for k in _REQUIRED if k not in d]
+        out = dict(d)
+        for key in ("model", "optimizer"):
+            if key in d and not isinstance(d[key], dict):
+                problems.append(f"{key} is a {type(d[key]).__name__}, expected a mapping")
+        for key in ("epoch", "step", "position", "skipped"):
+            if key in d and not _count(d[key]):
+                problems.append(f"{key} is {d[key]!r}, expected an integer >= 0")
+        out.setdefault("skipped", 0)
+        steps = self.stream.steps
+        if _count(d.get("position")) and d["position"] > steps:
+            problems.append(f"position is {d['position']} but the stream has {steps} steps")
+        want = self.generator.get_state()
+        got = d.get("generator")
+        if "generator" in d and not (
+            isinstance(got, torch.Tensor) and got.dtype == want.dtype and got.shape == want.shape
+        ):
+            shown = (
+                f"a {got.dtype} tensor of shape {tuple(got.shape)}"
+                if isinstance(got, torch.Tensor)
+                else f"a {type(got).__name__}"
+            )
+            problems.append(
+                f"generator is {shown}, expected a {want.dtype} tensor of shape {tuple(want.shape)}"
+            )
+        partial = d.get("epoch_partial", [0.0, 0, 0.0])
+        if not (
+            isinstance(partial, (list, tuple))
+            and 3 <= len(partial) <= 5
+            and all(_number(v) for v in partial)
+        ):
+            problems.append(f"epoch_partial is {partial!r}, expected 3 to 5 numbers")
+        else:
+            partial = list(partial)
+            if len(partial) < 4:  # before masks: every row read counted
+                partial.append(partial[1])
+            if len(partial) < 5:  # before per-epoch skipped counts
+                partial.append(0)
+            out["epoch_partial"] = partial
+        out["hidden"] = d.get("hidden")
+        if out["hidden"] is not None:
+            problems += self._state_problems("hidden", out["hidden"])
+        out["context"] = d.get("context")
+        context = out["context"]
+        if context is not None:
+            if not (isinstance(context, dict) and isinstance(context.get("inputs"), torch.Tensor)):
+                problems.append("context is not a lookback context (state, inputs, resets)")
+            elif (
+                context["inputs"].dim() < 2 or context["inputs"].shape[1] != self.stream.batch_size
+            ):
+                problems.append(
+                    f"context holds rows of shape {tuple(context['inputs'].shape)}, expected "
+                    f"(T', {self.stream.batch_size}, ...)"
+                )
+            else:
+                problems += self._state_problems("context.state", context.get("state"))
+        if "rng" not in d:
+            out["rng"] = {"torch": d["torch_rng"]} if "torch_rng" in d else {}
+        elif not isinstance(d["rng"], dict):
+            problems.append(f"rng is a {type(d['rng']).__name__}, expected a mapping")
+        if d.get("config") is not None and not isinstance(d["config"], dict):
+            problems.append(f"config is a {type(d['config']).__name__}, expected a mapping")
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise CheckpointError(
+                f"the checkpoint's trainer state is incomplete or malformed: "
+                f"{'; '.join(problems[:3])}{more}; it was written by another version or is "
+                "damaged; resume from another checkpoint or start a new run"
+            )
+        return out
+
+    def _state_problems(self, key: str, state) -> list[str]:
+        """Why ``state`` cannot be this run's carried state (structure, shapes, dtypes)."""
+        want = state_signature(self.model.initial_state(self.stream.batch_size))
+        try:
+            got = state_signature(state)
+            flatten_state(state)
+        except TypeError:
+            return [f"{key} is not a state made of tensors"]
+        if got != want:
+            return [f"{key} does not have the structure, shapes and dtypes of this model's state"]
+        return []
+
+    def _note_schedule_change(self, saved: dict) -> None:
+        """Log how a cosine schedule continues when a run is resumed with other ``epochs``."""
+        epochs = saved.get("epochs")
+        if self.config.lr_schedule == "cosine" and _count(epochs) and epochs != self.config.epochs:
+            log.warning(
+                "the cosine schedule is stretched from %d to %d epochs: the learning rate "
+                "continues at %.3g, the longer schedule's value at this point (see "
+                "Trainer.current_lr)",
+                epochs,
+                self.config.epochs,
+                self.current_lr(),
+            )
+
+
+_REQUIRED = ("model", "optimizer", "epoch", "step", "position", "generator")
+
+
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def _check_same_parameters(saved: dict, current: dict) -> None:

@@ -32,19 +32,22 @@ from torch import nn
 
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
 from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.train.budget import check_full_memory
 from tbptt.train.config import TrainConfig, build_optimizer
 from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.guards import (
+    check_context_batch,
     check_detached,
     check_finite_weights,
     check_state_shapes,
     freed_graph_error,
+    state_signature,
 )
 from tbptt.train.metrics import MetricsWriter
 from tbptt.train.objectives import Objective, default_objective, make_objective
 from tbptt.train.runstate import RunState
-from tbptt.tree import State, detach_state, state_tensors
+from tbptt.tree import State, detach_state
 from tbptt.truncation import Strategy, Window, parse_strategy
 
 __all__ = ["Trainer", "MEASURED_FIELDS"]
@@ -129,6 +132,8 @@ class Trainer(RunState):
                 f"steps; use more data, a smaller batch size or a shorter window"
             )
         self.reference_length = need
+        # A full-sequence window whose graph cannot fit is refused before the first step.
+        check_full_memory(self.model, self.strategy, self.stream, objective=self.objective)
         self.optimizer = build_optimizer(config, self.model.parameters())
         self.metrics = metrics or MetricsWriter(None)
         # The whole validation split, laid out once; a next-token split's first token is
@@ -139,12 +144,13 @@ class Trainer(RunState):
             batch = evaluation_batch(valid, config.eval_batch_size, context=context)
             self.valid_batch = batch.to(self.device)
         self.state: State | None = None
-        self._state_shapes: dict[int, list[tuple[int, ...]]] = {}  # expected carried-state shapes
+        self._state_shapes: dict[int, tuple] = {}  # batch size -> a fresh state's signature
         # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
         self.context: Context | None = None
         self.epoch = 0  # completed epochs
         self.step = 0  # optimizer steps taken
-        self.skipped = 0  # steps dropped for non-finite values
+        self.skipped = 0  # steps dropped for non-finite values, over the whole run
+        self._epoch_skipped = 0  # ... in the epoch under way
         self._epoch_loss = 0.0  # summed row losses of the epoch's trained steps
         self._epoch_counted = 0  # rows whose loss counted
         self._epoch_tokens = 0  # rows read
@@ -212,6 +218,7 @@ class Trainer(RunState):
         elif self.config.nonfinite == "skip":
             check_finite_weights(self.model, epoch=self.epoch + 1, step=self.step + 1)
             self.skipped += 1
+            self._epoch_skipped += 1
             self.state = None  # a non-finite state would poison every later window
             self.context = None
         else:
@@ -251,9 +258,14 @@ class Trainer(RunState):
         check_detached(state, self.strategy)
         want = self._state_shapes.get(batch_size)
         if want is None:  # built once per batch size, not every window
-            want = [tuple(t.shape) for t in state_tensors(self._initial_state(batch_size))]
+            want = state_signature(self._initial_state(batch_size))
             self._state_shapes[batch_size] = want
         check_state_shapes(state, want, batch_size)
+        if self.context is not None:  # TBPTT(k1, k2): the rows the window runs again
+            check_context_batch(self.context.inputs, batch_size)
+            check_state_shapes(
+                self.context.state, want, batch_size, what="lookback context's state"
+            )
         return state
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -271,6 +283,13 @@ class Trainer(RunState):
 
         ``cosine`` decays from ``lr`` to 0 over ``epochs`` (by the fraction of the
         run done, so it needs no state of its own); ``constant`` keeps ``lr``.
+
+        Extending a run (resuming with more ``epochs``) stretches the schedule over the
+        new total, it does not restart it: the rate continues at the value the longer
+        schedule has at this point -- the rate a run started with that many epochs
+        would have now. A finished run (rate 0) extended from 3 to 6 epochs therefore
+        continues at lr * 0.5 * (1 + cos(pi / 2)) = lr / 2 and decays to 0 again at
+        epoch 6; ``load_state_dict`` logs a warning saying so.
         """
         if self.config.lr_schedule == "constant" or self.config.epochs == 0:
             return self.config.lr
@@ -319,6 +338,9 @@ class Trainer(RunState):
             self.metrics.write(record)
             if on_step is not None:
                 on_step(record)
+        # The last step may have overflowed the weights (a finite gradient, a huge update):
+        # stop here, under either policy, rather than evaluate, checkpoint or sample them.
+        check_finite_weights(self.model, epoch=self.epoch + 1, step=self.step)
         self.epoch += 1
         fraction = 1.0 - stream.remaining() / max(1, stream.steps)
         stream.restart()
@@ -331,7 +353,7 @@ class Trainer(RunState):
                 "tokens": self._epoch_tokens,
                 "seconds": self._epoch_seconds,
                 "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
-                "skipped_steps": self.skipped,
+                "skipped_steps": self._epoch_skipped,  # this epoch's (the run's: self.skipped)
                 "peak_rss_mb": peak_rss_mb(),
                 "fraction": fraction,
             }
@@ -339,7 +361,7 @@ class Trainer(RunState):
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
-        self._epoch_counted = 0
+        self._epoch_counted = self._epoch_skipped = 0
         self.state = None
         self.context = None
         if self.valid_batch is not None:

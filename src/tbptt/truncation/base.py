@@ -37,7 +37,16 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Window", "Strategy"]
+__all__ = ["Window", "Strategy", "format_number"]
+
+
+def format_number(x: float) -> str:
+    """``x`` as a spec writes it: the shortest text that reads back as exactly ``x``
+    (``35``, ``2.0000001``, ``1e-05``), so ``parse_strategy(s.spec)`` rebuilds ``s``."""
+    x = float(x)
+    if x.is_integer() and abs(x) < 1e16:
+        return str(int(x))
+    return repr(x)
 
 
 @dataclass(frozen=True)

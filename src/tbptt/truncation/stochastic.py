@@ -13,7 +13,7 @@ import math
 import torch
 
 from tbptt.errors import SpecError
-from tbptt.truncation.base import Strategy, Window
+from tbptt.truncation.base import Strategy, Window, format_number
 
 __all__ = ["RandomizedTruncation", "VariableLength"]
 
@@ -40,17 +40,21 @@ class RandomizedTruncation(Strategy):
         self, k: float, *, alpha: float | None = None, cut_probability: float | None = None
     ):
         if not (k >= 1 and math.isfinite(k)):
-            raise SpecError(f"randomized:K needs a mean window length K >= 1, got {k:g}")
-        if alpha is not None and not alpha > 2:
-            raise SpecError(f"randomized:K,alpha=A needs A > 2, got {alpha:g}")
+            raise SpecError(f"randomized:K needs a finite mean window length K >= 1, got {k!r}")
+        if alpha is not None and not (alpha > 2 and math.isfinite(alpha)):
+            raise SpecError(f"randomized:K,alpha=A needs a finite A > 2, got {alpha!r}")
         if cut_probability is not None and not 0.0 <= cut_probability <= 1.0:
-            raise SpecError(f"cut probability must be in [0, 1], got {cut_probability:g}")
+            raise SpecError(f"randomized:K,cut=C needs C in [0, 1], got {cut_probability!r}")
         self.k, self.alpha, self.cut_probability = k, alpha, cut_probability
 
     @property
     def spec(self) -> str:
-        k = f"{self.k:g}"
-        return f"randomized:{k}" + (f",alpha={self.alpha:g}" if self.alpha is not None else "")
+        spec = f"randomized:{format_number(self.k)}"
+        if self.alpha is not None:
+            spec += f",alpha={format_number(self.alpha)}"
+        if self.cut_probability is not None:
+            spec += f",cut={format_number(self.cut_probability)}"
+        return spec
 
     def reference_length(self, total_steps: int) -> int:
         return max(1, round(self.k))
@@ -66,7 +70,7 @@ class RandomizedTruncation(Strategy):
     def plan(self, remaining: int, generator: torch.Generator) -> Window:
         gates = [1.0]
         # Draw uniforms in blocks; the edge t steps after the window start is cut when u < c_t.
-        block = max(16, 2 * int(self.k))
+        block = max(16, min(2 * int(self.k), 1 << 16))
         t = 1
         while t < remaining:
             draws = torch.rand(block, generator=generator, dtype=torch.float64).tolist()
@@ -103,15 +107,18 @@ class VariableLength(Strategy):
         if k < 1:
             raise SpecError(f"variable:K needs a base window length K >= 1, got {k}")
         if not 0.0 <= p <= 1.0:
-            raise SpecError(f"variable:K,p=P needs P in [0, 1], got {p:g}")
-        if not sd >= 0:
-            raise SpecError(f"variable:K,sd=S needs S >= 0, got {sd:g}")
-        self.k, self.p, self.sd, self.min_length = k, p, sd, max(1, min_length)
+            raise SpecError(f"variable:K,p=P needs P in [0, 1], got {p!r}")
+        if not (sd >= 0 and math.isfinite(sd)):
+            raise SpecError(f"variable:K,sd=S needs a finite S >= 0, got {sd!r}")
+        if min_length < 1:
+            raise SpecError(f"variable:K,min=M needs M >= 1, got {min_length}")
+        self.k, self.p, self.sd, self.min_length = k, p, sd, min_length
 
     @property
     def spec(self) -> str:
-        extra = "" if self.p == 0.95 else f",p={self.p:g}"
-        extra += "" if self.sd == 5.0 else f",sd={self.sd:g}"
+        extra = "" if self.p == 0.95 else f",p={format_number(self.p)}"
+        extra += "" if self.sd == 5.0 else f",sd={format_number(self.sd)}"
+        extra += "" if self.min_length == 5 else f",min={self.min_length}"
         return f"variable:{self.k}{extra}"
 
     def reference_length(self, total_steps: int) -> int:
@@ -122,7 +129,10 @@ class VariableLength(Strategy):
         u = torch.rand(1, generator=generator, dtype=torch.float64).item()
         base = self.k if u < self.p else self.k / 2
         n = torch.randn(1, generator=generator, dtype=torch.float64).item()
-        return max(self.min_length, int(base + self.sd * n))  # int() truncates, as AWD-LSTM
+        # A huge sd can overflow base + sd * n to +-inf: bound it before int() (which
+        # truncates, as AWD-LSTM); the end of the stream cuts a long draw anyway.
+        x = min(max(base + self.sd * n, float(self.min_length)), 2.0**62)
+        return max(self.min_length, int(x))
 
     def plan(self, remaining: int, generator: torch.Generator) -> Window:
         length = min(self.sample_length(generator), remaining)

@@ -25,10 +25,17 @@ Strategies (spec grammar ``name[:arg[,arg...]][,key=value...]``):
                              K1 steps; the losses of those K1 steps all reach
                              back to K2 steps before the window's end (K2 >= K1),
                              re-running the K2 - K1 overlap from a stored state.
+``randomized:K,cut=C``       a constant cut probability C in [0, 1] instead of
+                             1/K (K still sets the loss normalization).
 ``variable:K``               AWD-LSTM's variable length (Merity et al. 2017):
                              base K w.p. 0.95 else K/2, length max(5,
-                             int(N(base, 5))), learning rate times length / K.
+                             int(N(base, 5))), learning rate times length / K
+                             (``p=P``, ``sd=S``, ``min=M`` change 0.95, 5, 5).
 ===========================  ====================================================
+
+Every strategy's ``spec`` is written so that ``parse_strategy(s.spec)`` gives back
+the same strategy: numbers in their shortest exact form (``alpha=2.0000001``, never
+rounded), every argument that differs from its default included.
 """
 
 from __future__ import annotations
@@ -84,9 +91,13 @@ def _k1k2(*args, **kw) -> Strategy:
 
 
 def _variable(*args, **kw) -> Strategy:
-    if len(args) != 1 or set(kw) - {"p", "sd"}:
-        raise SpecError("variable takes a base length and optionally p and sd, e.g. 'variable:70'")
-    extra = {k: _float(v, f"variable {k}") for k, v in kw.items()}
+    if len(args) != 1 or set(kw) - {"p", "sd", "min"}:
+        raise SpecError(
+            "variable takes a base length and optionally p, sd and min, e.g. 'variable:70,sd=5'"
+        )
+    extra = {k: _float(v, f"variable {k}") for k, v in kw.items() if k != "min"}
+    if "min" in kw:
+        extra["min_length"] = _int(kw["min"], "variable min")
     return VariableLength(_int(args[0], "variable:K"), **extra)
 
 
@@ -97,12 +108,14 @@ def _regular(*args, **kw) -> Strategy:
 
 
 def _randomized(*args, **kw) -> Strategy:
-    if len(args) != 1 or set(kw) - {"alpha"}:
+    if len(args) != 1 or set(kw) - {"alpha", "cut"}:
         raise SpecError(
-            "randomized takes a mean length and optionally alpha, e.g. 'randomized:35,alpha=4'"
+            "randomized takes a mean length and optionally alpha or a cut probability, "
+            "e.g. 'randomized:35,alpha=4' or 'randomized:35,cut=0.1'"
         )
     alpha = _float(kw["alpha"], "alpha") if "alpha" in kw else None
-    return RandomizedTruncation(_float(args[0], "randomized:K"), alpha=alpha)
+    cut = _float(kw["cut"], "randomized cut") if "cut" in kw else None
+    return RandomizedTruncation(_float(args[0], "randomized:K"), alpha=alpha, cut_probability=cut)
 
 
 register("full", _full)

@@ -12,15 +12,20 @@ Layout of a run directory written through :class:`Checkpointer`::
 Every file is written to a temporary name in the same directory, flushed,
 fsync'ed and renamed into place (``os.replace`` is atomic on POSIX and
 Windows), so a crash at any moment leaves every earlier checkpoint intact and
-never a half-written file under a checkpoint's name. :func:`latest_checkpoint`
-returns the newest checkpoint that loads, skipping damaged ones.
+never a half-written file under a checkpoint's name; a write the disk refuses
+(full, I/O error) is one ``CheckpointError`` line naming the file. Each file ends
+with a SHA-256 of its archive, checked before loading. :func:`latest_checkpoint`
+returns the newest checkpoint that loads, skipping damaged ones (bit rot included).
+A run holds :class:`RunLock` on its directory while it writes there.
 
 A checkpoint is refused (:class:`NonFiniteError`) when any floating tensor in
 it holds NaN or infinity: a run never writes poisoned weights to disk.
 
 Modules:
 
-- :mod:`~tbptt.train.checkpoint.files`: one file (format, atomic write, safe read);
+- :mod:`~tbptt.train.checkpoint.atomic`: writing any file of a run directory atomically;
+- :mod:`~tbptt.train.checkpoint.files`: one file (format, digest, atomic write, safe read);
+- :mod:`~tbptt.train.checkpoint.lock`: one run per run directory;
 - :mod:`~tbptt.train.checkpoint.rundir`: a run directory (loading the newest,
   :class:`Checkpointer`, rotation, intervals);
 - :mod:`~tbptt.train.checkpoint.compat`: whether a saved run may be continued;
@@ -30,8 +35,10 @@ Modules:
 # Fault-injection tests reach torch.save through this package (checkpoint.torch.save).
 import torch  # noqa: F401
 
+from tbptt.train.checkpoint.atomic import replacing, write_atomically
 from tbptt.train.checkpoint.compat import check_compatible
 from tbptt.train.checkpoint.files import FORMAT, nonfinite_entries, save_checkpoint
+from tbptt.train.checkpoint.lock import RunLock
 from tbptt.train.checkpoint.rng import capture_rng, restore_rng
 from tbptt.train.checkpoint.rundir import (
     KEPT_DIR,
@@ -57,4 +64,7 @@ __all__ = [
     "Checkpointer",
     "capture_rng",
     "restore_rng",
+    "RunLock",
+    "replacing",
+    "write_atomically",
 ]

@@ -1,23 +1,38 @@
 """One checkpoint file: its format, the atomic write and the safe read.
 
 :func:`save_checkpoint` writes through a temporary file, flush, fsync and
-rename; :func:`read_file` loads with ``weights_only=True`` and checks the
-format tag. Both are the building blocks of :mod:`tbptt.train.checkpoint.rundir`.
+rename; :func:`read_file` checks the SHA-256 digest stored after the archive,
+then loads with ``weights_only=True`` and checks the format tag. Both are the
+building blocks of :mod:`tbptt.train.checkpoint.rundir`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tbptt.errors import CheckpointError, NonFiniteError
+from tbptt.train.checkpoint.atomic import (
+    fsync_directory,
+    os_error_in,
+    replacing,
+    write_all,
+    write_error,
+)
 from tbptt.tree import leaves
 
-__all__ = ["FORMAT", "nonfinite_entries", "save_checkpoint", "read_file", "fsync_directory"]
+__all__ = [
+    "FORMAT",
+    "nonfinite_entries",
+    "serialize",
+    "save_checkpoint",
+    "read_file",
+    "fsync_directory",
+]
 
 FORMAT = "tbptt-checkpoint-1"
 
@@ -36,29 +51,35 @@ def nonfinite_entries(payload: Any) -> list[str]:
     return bad
 
 
-def fsync_directory(directory: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+_DIGEST = b"\nTBPTT-SHA256 "  # then 64 hex digits and a newline: the file's last 78 bytes
+_TRAILER = len(_DIGEST) + 64 + 1
+
+
+def serialize(payload: dict) -> bytes:
+    """The bytes of a checkpoint file: torch's archive of ``payload``, then a SHA-256 of it.
+
+    The digest follows the archive (``torch.load`` reads past it: a zip archive is
+    found from its end), so :func:`read_file` can tell a flipped bit in the tensor
+    data, which ``torch.load`` does not notice, from a sound file.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    archive = buffer.getvalue()
+    return archive + _DIGEST + hashlib.sha256(archive).hexdigest().encode("ascii") + b"\n"
 
 
 def save_checkpoint(payload: dict, path: str | Path, *, check_finite: bool = True) -> Path:
     """Write ``payload`` to ``path`` via a temporary file, flush, fsync and rename.
 
-    A crash while writing leaves any previous file at ``path`` intact and at
-    worst a ``.<name>.*.tmp`` file beside it (which loaders ignore).
+    The payload is serialized in memory first, so torch never writes to the disk
+    and a full disk is an ``OSError`` of our own write. A crash while writing
+    leaves any previous file at ``path`` intact and at worst a ``.<name>.*.tmp``
+    file beside it (which loaders ignore).
 
     Raises:
         NonFiniteError: ``check_finite`` and some floating tensor is NaN/inf (nothing written).
-        CheckpointError: the file cannot be written (disk full, permissions).
+        CheckpointError: the file cannot be written (disk full, I/O error, permissions),
+            one line naming the file and the cause; the previous file is kept.
     """
     path = Path(path)
     if check_finite and (bad := nonfinite_entries(payload)):
@@ -67,25 +88,32 @@ def save_checkpoint(payload: dict, path: str | Path, *, check_finite: bool = Tru
             f"refusing to write checkpoint {path}: non-finite values in {', '.join(bad[:3])}{more}; "
             "the previous checkpoint is kept (lower the learning rate or set a gradient clip)"
         )
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary output
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}") from e
-        raise
-    fsync_directory(path.parent)
+    with replacing(path) as tmp:
+        with open(tmp, "r+b", buffering=0) as f:
+            try:
+                data = serialize(payload)
+            except RuntimeError as e:  # torch wraps the OSError of a failed write
+                if (cause := os_error_in(e)) is None:
+                    raise
+                raise write_error(path, cause) from e
+            write_all(f.fileno(), data)
     return path
+
+
+def _verified(path: Path, data: bytes) -> bytes:
+    """The archive part of ``data``, after checking the digest that follows it.
+
+    A file without a digest (written by an older tbptt) is returned whole.
+    """
+    if len(data) < _TRAILER or data[-_TRAILER:].find(_DIGEST) != 0 or data[-1:] != b"\n":
+        return data
+    archive, expected = data[:-_TRAILER], data[-_TRAILER + len(_DIGEST) : -1]
+    if hashlib.sha256(archive).hexdigest().encode("ascii") != expected:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its SHA-256 digest does not match its contents "
+            "(a flipped bit on the disk or an altered copy)"
+        )
+    return archive
 
 
 def read_file(path: Path) -> dict:
@@ -95,11 +123,19 @@ def read_file(path: Path) -> dict:
         CheckpointError: unreadable, or not a tbptt checkpoint.
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    archive = _verified(path, data)
+    try:
+        payload = torch.load(io.BytesIO(archive), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged or foreign file
-        text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from e
+        # Not torch's text: it advises retrying with weights_only=False, which would run
+        # whatever code the file holds.
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a readable tbptt checkpoint "
+            f"({type(e).__name__}; damaged, or not written by tbptt train)"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tbptt checkpoint (expected format {FORMAT})")
     return payload

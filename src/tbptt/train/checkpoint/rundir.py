@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tbptt.errors import CheckpointError, ConfigError
-from tbptt.train.checkpoint.files import fsync_directory, read_file, save_checkpoint
+from tbptt.train.checkpoint.atomic import fsync_directory, remove_debris, write_error
+from tbptt.train.checkpoint.files import read_file, save_checkpoint
 
 __all__ = [
     "LATEST",
@@ -65,18 +66,29 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 def latest_checkpoint(directory: str | Path) -> tuple[Path, dict] | None:
     """``(path, payload)`` of the newest checkpoint in ``directory`` that loads, or None.
 
-    Damaged files are skipped (with a logged warning) in favour of older ones.
+    Damaged files (unreadable, or whose digest does not match: bit rot) are skipped,
+    each with one logged warning, in favour of older ones. ``checkpoint.pt`` is a
+    hard link to the newest step file: when that file is damaged, so is the link,
+    and it is skipped without being read (and reported) a second time.
 
     Raises:
         CheckpointError: there are checkpoint files but none of them loads.
     """
     errors = []
+    damaged: set[tuple[int, int]] = set()
     for path in list_checkpoints(directory):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # pruned by a run that finished meanwhile
+        if (st.st_dev, st.st_ino) in damaged:
+            continue  # the same file under another name: already reported
         try:
             return path, read_file(path)
         except CheckpointError as e:
             log.warning("skipping damaged checkpoint: %s", e)
             errors.append(str(e))
+            damaged.add((st.st_dev, st.st_ino))
     if errors:
         raise CheckpointError(f"no checkpoint in {directory} loads; the newest: {errors[0]}")
     return None
@@ -198,11 +210,17 @@ class Checkpointer:
 
     def _prune(self) -> None:
         for _, path in _kept(self.directory)[self.keep :]:
-            path.unlink(missing_ok=True)
-        # Temporary files of writes that a crash interrupted (ours only, by name).
-        folder = self.directory / KEPT_DIR
-        for stale in [*folder.glob(".step-*.tmp"), *self.directory.glob(f".{LATEST}.*.tmp")]:
-            stale.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise CheckpointError(
+                    f"cannot delete old checkpoint {path}: {e.strerror or e}"
+                ) from e
+        # Temporary files of writes that a crash interrupted (ours only, by name). The run
+        # holds the directory's lock (tbptt.train.checkpoint.lock), so no other run is
+        # writing one of them now.
+        remove_debris(self.directory / KEPT_DIR, ("step-*",))
+        remove_debris(self.directory, (LATEST,))
 
 
 def _link_atomically(source: Path, target: Path) -> None:
@@ -219,5 +237,5 @@ def _link_atomically(source: Path, target: Path) -> None:
         os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {target}: {e.strerror or e}") from e
+        raise write_error(target, e) from e
     fsync_directory(target.parent)

@@ -28,7 +28,8 @@ __all__ = [
     "DEFAULT_STRATEGIES",
 ]
 
-DEFAULT_STRATEGIES = ("full", "regular:35", "randomized:35")
+# full:checkpoint: the gradient of full BPTT in O(sqrt T) memory, so the defaults fit on any text
+DEFAULT_STRATEGIES = ("full:checkpoint", "regular:35", "randomized:35")
 
 
 @dataclass
@@ -122,6 +123,8 @@ class Comparison:
     objective: dict = field(
         default_factory=lambda: {"name": "lm", "primary": "ppl", "higher_is_better": False}
     )
+    # Strategies not run, with the reason (their one step would not fit in memory or budget).
+    skipped: dict = field(default_factory=dict)
 
     @property
     def strategies(self) -> list[str]:
@@ -145,6 +148,7 @@ class Comparison:
             "config": asdict(self.config),
             "model": self.model.to_dict() if self.model is not None else None,
             "objective": self.objective,
+            "skipped": self.skipped,
             "train": self.train.to_dict(),
             "data": self.data,
             "opening": self.opening,
@@ -191,4 +195,5 @@ def load_comparison(out: str | Path) -> Comparison:
         stream_steps=d["stream_steps"],
         runs=runs,
         **({"objective": d["objective"]} if "objective" in d else {}),
+        skipped=d.get("skipped", {}),
     )

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from tbptt.data.dataset import Dataset, TextData
-from tbptt.data.streams import SequentialStream
+from tbptt.data.streams import SequentialStream, ids
 from tbptt.errors import ConfigError, DataError
 from tbptt.models.lm import ModelConfig, RecurrentNet
 from tbptt.models.protocol import RecurrentModel
+from tbptt.train.budget import check_full_memory, check_step_time
 from tbptt.train.build import model_config_for
 from tbptt.train.compare.comparison import (
     CompareConfig,
@@ -137,8 +138,10 @@ def run_comparison(
         },
     )
     budget_epochs = config.budget_epochs or 2**31 - 1
-    total = len(config.seeds) * len(specs)
     _warm_up(build, train, stream.data, strategies)
+    comparison.skipped = _check_budgets(build, train, stream, strategies, objective, config)
+    strategies = [s for s in strategies if s.spec not in comparison.skipped]
+    total = len(config.seeds) * len(strategies)
     for seed in config.seeds:
         torch.manual_seed(seed)
         initial = copy.deepcopy(build().state_dict())
@@ -174,6 +177,28 @@ def run_comparison(
     return comparison
 
 
+def _check_budgets(build, train: TrainConfig, stream, strategies, objective, config) -> dict:
+    """``{spec: reason}`` of the strategies whose one step will not fit in memory or in the
+    seconds budget (a window cannot stop half way: ``full`` on a long text would overrun
+    the budget by a whole epoch, or exhaust the machine's memory). They are skipped, and the
+    report says why; when every strategy is, the comparison is refused with the first reason."""
+    rng = torch.get_rng_state()  # the probe model must not move the seed's draws
+    model = build().to(train.device)
+    torch.set_rng_state(rng)
+    skipped = {}
+    for strategy in strategies:
+        try:
+            check_full_memory(model, strategy, stream, objective=objective)
+            if config.budget_seconds is not None:
+                check_step_time(model, strategy, stream, config.budget_seconds, objective=objective)
+        except ConfigError as e:
+            skipped[strategy.spec] = str(e)
+    if len(skipped) == len(strategies):
+        first = next(iter(skipped.values()))
+        raise ConfigError(f"no strategy fits: {first}", options=("train.strategy",))
+    return skipped
+
+
 def _warm_up(build, train: TrainConfig, rows: torch.Tensor, strategies) -> None:
     """Pay one-time costs (CUDA context, cuDNN / oneDNN handles, allocator growth) before any
     run is timed, so the first strategy is not charged for them: a throwaway model runs a
@@ -192,7 +217,7 @@ def _warm_up(build, train: TrainConfig, rows: torch.Tensor, strategies) -> None:
         steps = rows.shape[0] - 1
         lengths += [s.plan(steps, torch.Generator().manual_seed(0)).length for s in strategies]
     for length in sorted(set(lengths)):
-        inputs = rows[:length].to(train.device)  # (T, B, ...)
+        inputs = ids(rows[:length]).to(train.device)  # (T, B, ...)
         for gates in (None, (1.0,) + (0.5,) * (length - 1)) if length == lengths[0] else (None,):
             outputs, _ = model(inputs, None, gates)  # (T, B, O)
             outputs.float().logsumexp(-1).sum().backward()
@@ -351,7 +376,7 @@ def _sample(model, data: Dataset, config: CompareConfig, seed: int) -> str:
         return ""
     prefix = data.encode(config.prefix)
     if len(prefix) == 0:
-        prefix = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
+        prefix = (data.valid[:10] if len(data.valid) >= 10 else data.train[:10]).long()
     generator = torch.Generator().manual_seed(seed)
     ids = generate(
         model, prefix, config.sample_length, temperature=config.temperature, generator=generator
