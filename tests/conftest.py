@@ -6,6 +6,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TIME_MACHINE = ROOT.parent / "shared" / "data" / "timemachine.txt"
+# Daily minimum temperatures, Melbourne 1981-1990 (set TBPTT_TEST_TEMPERATURES to point elsewhere).
+TEMPERATURES = Path(
+    os.environ.get(
+        "TBPTT_TEST_TEMPERATURES", ROOT.parent / "shared" / "data" / "daily-min-temperatures.csv"
+    )
+)
 
 
 @pytest.fixture(autouse=True)

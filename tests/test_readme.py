@@ -28,11 +28,8 @@ def test_ten_line_example_runs(time_machine, capsys):
 
 @pytest.mark.slow
 def test_time_series_example_runs_and_beats_persistence(capsys):
-    import os
+    from tests.conftest import TEMPERATURES as path
 
-    path = Path(
-        os.environ.get("TBPTT_TEST_TEMPERATURES", "/work/shared/data/daily-min-temperatures.csv")
-    )
     if not path.is_file():
         pytest.skip("needs daily-min-temperatures.csv")
     block = next(b for b in python_blocks() if "prepare_series" in b)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from tbptt.cli import main
 from tbptt.train import read_metrics
+from tests.conftest import TEMPERATURES
 
-TEMPERATURES = Path(
-    os.environ.get("TBPTT_TEST_TEMPERATURES", "/work/shared/data/daily-min-temperatures.csv")
-)
 SMALL = ["--model", "gru", "--hidden-size", "8", "--num-layers", "1", "--epochs", "1",
          "--no-progress", "--threads", "1", "--batch-size", "4", "--strategy", "regular:5"]  # fmt: skip
 

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -13,10 +12,7 @@ import torch
 from tbptt.data.series import MISSING, Standardizer, prepare_series, read_table
 from tbptt.data.streams import StreamData
 from tbptt.errors import DataError
-
-TEMPERATURES = Path(
-    os.environ.get("TBPTT_TEST_TEMPERATURES", "/work/shared/data/daily-min-temperatures.csv")
-)
+from tests.conftest import TEMPERATURES
 
 
 def write_csv(tmp_path, header, rows, name="s.csv") -> Path:
