@@ -212,3 +212,52 @@ def test_a_built_strategy_must_match_the_configuration():
         ConfigError, match="the strategy regular:7 differs from the configuration's regular:5"
     ):
         Trainer(tiny_lm("gru"), tokens, tokens[:0], config, strategy=RegularTruncation(7))
+
+
+def test_top_k_and_top_p_keep_the_closed_form_distribution():
+    from tbptt.train.generate import _truncated
+
+    probs = torch.tensor([0.15, 0.5, 0.05, 0.3], dtype=torch.float64)
+    top3 = torch.tensor([0.15, 0.5, 0.0, 0.3], dtype=torch.float64) / 0.95
+    assert torch.allclose(_truncated(probs, 3, None), top3)
+    nucleus = torch.tensor([0.0, 0.5, 0.0, 0.3], dtype=torch.float64) / 0.8  # 0.5 + 0.3 >= 0.7
+    assert torch.allclose(_truncated(probs, None, 0.7), nucleus)
+    assert torch.allclose(_truncated(probs, 3, 0.7), nucleus)
+    assert torch.equal(_truncated(probs, None, None), probs)
+    assert torch.allclose(_truncated(probs, None, 1.0), probs)
+
+
+def test_top_k_1_and_a_tiny_nucleus_generate_greedily():
+    model = tiny_lm("gru").float()
+    greedy = generate(model, torch.tensor([1, 2]), 25)
+    for extra in ({"top_k": 1}, {"top_p": 1e-9}):
+        g = torch.Generator().manual_seed(7)
+        assert (
+            generate(model, torch.tensor([1, 2]), 25, temperature=3.0, generator=g, **extra)
+            == greedy
+        )
+
+
+def test_top_k_sampling_draws_only_among_the_k_most_likely_tokens():
+    model = tiny_lm("gru")
+    prefix = torch.tensor([3])
+    out = generate(
+        model, prefix, 40, temperature=5.0, top_k=2, generator=torch.Generator().manual_seed(0)
+    )
+    # reference: run the model token by token on what was drawn, check each draw is in the top 2
+    logits, state = model(prefix.view(-1, 1))
+    for token in out:
+        assert token in logits[-1, 0].topk(2).indices.tolist()
+        logits, state = model(torch.tensor([[token]]), state)
+    assert out != generate(model, prefix, 40)  # it sampled: not the greedy path
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"top_k": 0}, {"top_k": 1.5}, {"top_p": 0.0}, {"top_p": 1.01}, {"temperature": -0.1}],
+)
+def test_generate_refuses_sampling_settings_that_define_no_distribution(options):
+    from tbptt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Expected"):
+        generate(tiny_lm("gru"), torch.tensor([1]), 3, **options)

@@ -13,6 +13,7 @@ from tbptt.cli.analyze import analyze_parser
 from tbptt.cli.common import flag_hint
 from tbptt.cli.compare import compare_parser
 from tbptt.cli.env import env_parser
+from tbptt.cli.evaluate import evaluate_parser, generate_parser
 from tbptt.cli.train import train_parser
 from tbptt.errors import TbpttError
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser(sub)
     compare_parser(sub)
     analyze_parser(sub)
+    evaluate_parser(sub)
+    generate_parser(sub)
     env_parser(sub)
     return parser
 

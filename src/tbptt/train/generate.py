@@ -1,4 +1,10 @@
-"""Generation from a prefix: greedy or sampled with a temperature.
+"""Generation from a prefix: greedy, or sampled with a temperature, top-k and nucleus (top-p).
+
+Sampling draws from softmax(logits / temperature) restricted to the ``top_k``
+most likely tokens and then to the smallest set of most likely tokens whose
+probability reaches ``top_p`` (Holtzman et al., 2020); the kept probabilities
+are renormalized. ``top_k=1`` and a tiny ``top_p`` both keep only the most
+likely token, i.e. greedy decoding.
 
 A model whose outputs are NaN/inf (weights or state overflowed) has no distribution
 to sample from: :func:`generate` raises :class:`~tbptt.errors.NonFiniteError` naming
@@ -10,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tbptt.errors import NonFiniteError
+from tbptt.errors import ConfigError, NonFiniteError
 
-__all__ = ["generate"]
+__all__ = ["generate", "check_sampling"]
 
 
 @torch.no_grad()
@@ -23,17 +29,23 @@ def generate(
     *,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> list[int]:
     """Continue ``prefix`` (P,) token indices by ``length`` tokens.
 
     ``temperature == 0`` picks the most likely token; otherwise tokens are
-    sampled from softmax(logits / temperature) with ``generator``.
+    sampled from softmax(logits / temperature) with ``generator``, kept to the
+    ``top_k`` most likely tokens (None: all) and to the nucleus of probability
+    ``top_p`` (None: all).
 
     Raises:
+        ConfigError: ``temperature < 0``, ``top_k < 1`` or ``top_p`` outside (0, 1].
         NonFiniteError: the model's outputs became NaN/inf; no token is drawn from them.
     """
     if len(prefix) == 0:
         raise ValueError("Expected a prefix of at least one token, got none")
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     was_training = model.training
     model.eval()
     try:
@@ -45,7 +57,7 @@ def generate(
             _check_finite(last, i, len(prefix))
             scaled = last.double().cpu() / temperature if temperature > 0 else None
             if scaled is not None and bool(torch.isfinite(scaled).all()):
-                probs = torch.softmax(scaled, dim=-1)
+                probs = _truncated(torch.softmax(scaled, dim=-1), top_k, top_p)
                 token = int(torch.multinomial(probs, 1, generator=generator))
             else:  # greedy, or a temperature so small that logits / T overflow: its limit
                 token = int(last.argmax())
@@ -55,6 +67,44 @@ def generate(
     finally:
         model.train(was_training)
     return out
+
+
+def check_sampling(
+    *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None
+) -> None:
+    """Refuse sampling settings that define no distribution, all at once."""
+    problems = []
+    if not temperature >= 0:  # also NaN
+        problems.append(f"a temperature >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        problems.append(f"top_k an integer >= 1 (or None: all tokens), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        problems.append(f"top_p in (0, 1] (or None: all tokens), got {top_p}")
+    if problems:
+        raise ConfigError("Expected " + "; ".join(problems))
+
+
+def _truncated(probs: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """``probs`` (V,) kept to the top-k tokens, then to the top-p nucleus, renormalized.
+
+    Ties are broken by index (a stable sort), so the kept set is deterministic.
+    """
+    if top_k is None and top_p is None:
+        return probs
+    order = torch.sort(probs, descending=True, stable=True).indices  # (V,)
+    ranked = probs[order]  # (V,) descending
+    keep = torch.ones_like(ranked, dtype=torch.bool)
+    if top_k is not None:
+        keep[top_k:] = False
+    if top_p is not None:
+        # keep token i when the mass strictly before it is below top_p: the smallest
+        # prefix reaching top_p, and always the most likely token
+        before = torch.cumsum(ranked, dim=0) - ranked
+        keep &= before < top_p
+        keep[0] = True
+    kept = torch.zeros_like(probs)
+    kept[order[keep]] = ranked[keep]
+    return kept / kept.sum()
 
 
 def _check_finite(logits: torch.Tensor, index: int, prefix_length: int) -> None:
