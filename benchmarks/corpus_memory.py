@@ -53,7 +53,7 @@ def status(key):
                 return int(line.split()[1]) / 1024  # MB
 base = status("VmRSS")
 t1 = time.perf_counter()
-data = load_dataset(DataConfig(path=sys.argv[1]))
+data = load_dataset(DataConfig(path=sys.argv[1], normalize="letters"))
 t2 = time.perf_counter()
 loaded = status("VmHWM")
 model = RecurrentNet(model_config_for(data))  # the default model, sized for the data

@@ -188,7 +188,7 @@ def test_cli_answers_a_missing_or_directory_corpus(tmp_path):
             data, tmp_path / "run", "regular:4", batch_size=2, tokens="char", normalize="none"
         )
         code, err = run_cli(argv)
-        # a directory is a cache: The Time Machine is not there and cannot be downloaded here
+        # a directory is a corpus, never a download cache: this one holds no text file
         assert code == 2, err
         check_answer(code, err, argv)
 

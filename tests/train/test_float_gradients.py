@@ -38,7 +38,8 @@ from tbptt.truncation import (
 )
 
 T, B, F_IN, D, H = 12, 3, 3, 2, 4
-MODELS = ["gru", "gru+proj", "lstm", "elman"]
+MODELS = ["gru", "gru+proj", "lstm", "elman", "mingru", "minlstm+proj", "lru"]
+LINEAR = {"mingru": ("mingru", 2, 0), "minlstm+proj": ("minlstm", 2, 3), "lru": ("lru", 2, 0)}
 DOUBLE = torch.float64
 
 
@@ -125,6 +126,38 @@ def _net_one_call(model: RecurrentNet):
     return run
 
 
+def _linear_step(model: RecurrentNet) -> Step:
+    """One step of a linear-recurrent RecurrentNet from the documented math (plain form, no log
+    space, no scan). States: [h_0, h_1, ...]; the LRU's as [Re h_0, Im h_0, Re h_1, ...]."""
+    layers, kind = model.recurrent.layers, model.config.kind
+
+    def step(x, state):
+        if model.embedding is not None:
+            x = x @ model.embedding.weight.T + model.embedding.bias  # (B, E)
+        new = []
+        for layer, p in enumerate(layers):
+            if kind == "lru":
+                h = torch.complex(state[2 * layer], state[2 * layer + 1])
+                lam = torch.exp(-torch.exp(p.nu_log) + 1j * torch.exp(p.theta_log))
+                h = lam * h + torch.exp(p.gamma_log) * (x.to(h.dtype) @ (p.b_re + 1j * p.b_im).T)
+                y = (h @ (p.c_re + 1j * p.c_im).T).real + x @ p.skip.weight.T + p.skip.bias
+                x = torch.nn.functional.gelu(y)
+                new += [h.real, h.imag]
+                continue
+            h, pre = state[layer], x @ p.weight.T + p.bias
+            if kind == "mingru":
+                z, cand = torch.sigmoid(pre[:, :H]), pre[:, H:]
+                h = (1 - z) * h + z * cand
+            else:
+                f, i = torch.sigmoid(pre[:, :H]), torch.sigmoid(pre[:, H : 2 * H])
+                h = (f * h + i * pre[:, 2 * H :]) / (f + i)
+            new.append(h)
+            x = h  # (B, H)
+        return x @ model.head.weight.T + model.head.bias, new  # (B, D)
+
+    return step
+
+
 def _elman_step(module: Elman) -> Step:
     w, b = module.cell.weight, module.cell.bias  # (H, F + H), (H,)
 
@@ -144,6 +177,7 @@ def _case(name: str, seed: int = 0) -> Case:
             model, _elman_step(module), 1, lambda x: module(x, torch.zeros(B, H, dtype=DOUBLE))[0]
         )
     kind, layers, embedding = {
+        **LINEAR,
         "gru": ("gru", 1, 0),
         "gru+proj": ("gru", 2, 3),
         "lstm": ("lstm", 2, 0),
@@ -158,6 +192,9 @@ def _case(name: str, seed: int = 0) -> Case:
         dropout=0.0,
     )
     model = RecurrentNet(config).double()
+    if name in LINEAR:  # one call of the parallel scan over the whole stream
+        one_call = lambda x: model(x, path="parallel")[0]  # noqa: E731
+        return Case(model, _linear_step(model), layers * (2 if kind == "lru" else 1), one_call)
     return Case(
         model, _net_step(model), layers * (2 if kind == "lstm" else 1), _net_one_call(model)
     )
@@ -458,7 +495,9 @@ def _flat(grads) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, with_mask", [("gru", True), ("elman", False)])
+@pytest.mark.parametrize(
+    "name, with_mask", [("gru", True), ("elman", False), ("mingru", True), ("lru", False)]
+)
 def test_randomized_mean_is_full_and_regular_is_measurably_biased(name, with_mask):
     case = _case(name, seed=1)
     inputs, targets, mask, _ = _data(with_mask, False)

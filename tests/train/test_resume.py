@@ -71,12 +71,12 @@ def tokens(n=260, vocab=7, seed=0) -> torch.Tensor:
     return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-def make_trainer(strategy, *, sampling="sequential", epochs=2, **config) -> Trainer:
+def make_trainer(strategy, *, sampling="sequential", epochs=2, kind="gru", **config) -> Trainer:
     data = tokens()
     cfg = TrainConfig(
         strategy=strategy, batch_size=3, epochs=epochs, sampling=sampling, seed=1, **config
     )
-    return Trainer(tiny_model(), data[:220], data[220:], cfg, metrics=MetricsWriter(None))
+    return Trainer(tiny_model(kind), data[:220], data[220:], cfg, metrics=MetricsWriter(None))
 
 
 class _Halt(Exception):
@@ -114,22 +114,28 @@ STRATEGIES = [
 # -- the Trainer's run state -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampling", ["sequential", "random"])
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_trainer_resumes_bitwise_from_any_step(strategy, sampling, tmp_path):
-    reference = make_trainer(strategy, sampling=sampling)
+# the linear recurrences (tbptt.models.minimal) on the strategies that carry a gradient across
+LINEAR_RUNS = [(s, "sequential", k) for k in ("mingru", "minlstm", "lru") for s in STRATEGIES[1:3]]
+
+
+@pytest.mark.parametrize(
+    "strategy, sampling, kind",
+    [(s, m, "gru") for s in STRATEGIES for m in ("sequential", "random")] + LINEAR_RUNS,
+)
+def test_trainer_resumes_bitwise_from_any_step(strategy, sampling, kind, tmp_path):
+    reference = make_trainer(strategy, sampling=sampling, kind=kind)
     reference.fit()
     total = reference.step
     stop = random.Random(f"{strategy}{sampling}").randrange(1, total)
 
-    first = make_trainer(strategy, sampling=sampling)
+    first = make_trainer(strategy, sampling=sampling, kind=kind)
     with pytest.raises(_Halt):
         first.fit(on_step=stop_at(stop))
     state = through_a_file(first.state_dict(), tmp_path)
 
     torch.manual_seed(12345)  # the resumed process starts with other global random state
     random.seed(12345)
-    second = make_trainer(strategy, sampling=sampling)
+    second = make_trainer(strategy, sampling=sampling, kind=kind)
     second.load_state_dict(state)
     second.fit()
 

@@ -27,6 +27,16 @@ OTHER = {
     "data.time_column": "Date",
     "data.missing": "ffill",
     "data.valid_fraction": 0.2,
+    "data.train_file": "train.txt",
+    "data.valid_file": "valid.txt",
+    "data.test_file": "test.txt",
+    "data.eos": False,
+    "data.min_freq": 2,
+    "data.max_vocab": 100,
+    "data.strip_gutenberg": True,
+    "data.cache_dir": "cache/",
+    "model.adaptive_softmax": "5,10",
+    "model.tie_weights": True,
     "model.vocab_size": 30,
     "model.kind": "gru",
     "model.hidden_size": 8,
@@ -42,6 +52,7 @@ OTHER = {
     "train.strategy": "randomized:35",
     "train.batch_size": 4,
     "train.epochs": 3,
+    "train.max_steps": 3,
     "train.optimizer": "sgd",
     "train.lr": 0.1,
     "train.lr_schedule": "constant",
@@ -61,11 +72,17 @@ OTHER = {
     "output.temperature": 0.0,
     "output.progress": False,
     "output.threads": 1,
+    "output.tensorboard": "runs/tb",
 }
 MAY_CHANGE = {
     "data.path",
     "data.documents",
+    "data.train_file",
+    "data.valid_file",
+    "data.test_file",
+    "data.cache_dir",
     "train.epochs",
+    "train.max_steps",
     "train.nonfinite",
     "train.device",
     "checkpoint.every",
@@ -75,6 +92,7 @@ MAY_CHANGE = {
     "output.temperature",
     "output.progress",
     "output.threads",
+    "output.tensorboard",
 }
 
 
@@ -101,7 +119,7 @@ def test_each_option_either_may_change_on_resume_or_is_refused(key):
 
 def test_the_list_of_what_may_change_lives_on_the_fields():
     assert RunConfig.resumable_keys() == MAY_CHANGE
-    assert resumable_fields(TrainConfig) == {"epochs", "nonfinite", "device"}
+    assert resumable_fields(TrainConfig) == {"epochs", "max_steps", "nonfinite", "device"}
     epochs = next(f for f in dataclasses.fields(TrainConfig) if f.name == "epochs")
     assert epochs.metadata == RESUMABLE
 

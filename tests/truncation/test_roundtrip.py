@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from tbptt.errors import SpecError
 from tbptt.truncation import (
+    AdaptiveTruncation,
     FullBPTT,
     K1K2Truncation,
+    OnlineStrategy,
     RandomizedTruncation,
     RegularTruncation,
     VariableLength,
@@ -30,7 +32,22 @@ def k1k2(draw):
     return K1K2Truncation(k1, k1 + draw(st.integers(min_value=0, max_value=10**6)))
 
 
+@st.composite
+def online(draw):
+    estimator = draw(st.sampled_from(["rtrl", "uoro", "snap"]))
+    order = draw(st.integers(min_value=1, max_value=10**6)) if estimator == "snap" else 0
+    return OnlineStrategy(estimator, order=order, update_every=draw(lengths))
+
+
 strategies = st.one_of(
+    online(),
+    st.builds(
+        AdaptiveTruncation,
+        st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True),
+        k=st.integers(min_value=1, max_value=1000),
+        max_k=st.integers(min_value=1000, max_value=10**6),
+        every=st.integers(min_value=1, max_value=100),
+    ),
     st.builds(
         FullBPTT,
         st.none() | lengths,

@@ -28,6 +28,7 @@ a *single* step's gradient points, which is what one optimizer step uses.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +37,8 @@ from torch import nn
 from tbptt.errors import DataError
 from tbptt.models.gating import State
 from tbptt.train import Objective, sequence_gradient
-from tbptt.truncation import FullBPTT, Strategy, parse_strategy
+from tbptt.train.online import online_gradient
+from tbptt.truncation import FullBPTT, OnlineStrategy, Strategy, parse_strategy
 
 __all__ = ["flat_gradient", "exact_gradient", "estimator_quality", "compare_estimates"]
 
@@ -123,7 +125,8 @@ def estimator_quality(
         model: put it in eval mode (no dropout) and, for exactness, float64.
         inputs: (T, B) token ids or (T, B, F) features.
         targets: (T, B) ids or (T, B, D) values (what ``objective`` scores).
-        strategies: specs such as ``regular:35``, ``randomized:35`` (or strategy objects).
+        strategies: specs such as ``regular:35``, ``randomized:35``, ``rtrl``, ``uoro``,
+            ``snap:1`` (or strategy objects).
         draws: estimates per random strategy (deterministic ones get one).
         generator: the source of the random strategies' cuts (default: seed 0).
         state: the state before the window (None: zeros), the same for every estimate.
@@ -135,8 +138,9 @@ def estimator_quality(
     Returns:
         ``{"exact_norm", "steps", "streams", "parameters", "results": [...]}``,
         one result per strategy: ``spec``, ``k`` (the strategy's nominal window
-        length, when it has one), ``stochastic`` and the statistics of
-        :func:`compare_estimates`.
+        length, when it has one), ``stochastic``, the statistics of
+        :func:`compare_estimates` and ``seconds_per_step`` (the wall time of one
+        estimate divided by T).
 
     Raises:
         DataError: the exact gradient is zero (no row's loss counts, or it is flat) or not
@@ -161,22 +165,32 @@ def estimator_quality(
     for spec in strategies:
         strategy = parse_strategy(spec)
         n = draws if _random(strategy) else 1
+        # online strategies (rtrl, uoro, snap) carry their gradient forward in time
+        gradient = online_gradient if isinstance(strategy, OnlineStrategy) else sequence_gradient
+        if gradient is online_gradient:  # one untimed row: torch.func's first-call setup
+            first = {
+                k: v[:1] if k in ("resets", "mask") and v is not None else v
+                for k, v in marks.items()
+            }
+            online_gradient(model, strategy, inputs[:1], targets[:1], generator=generator, **first)
+        start = time.perf_counter()
         estimates = torch.stack(
             [
                 flat_gradient(
-                    sequence_gradient(
-                        model, strategy, inputs, targets, generator=generator, **marks
-                    )
+                    gradient(model, strategy, inputs, targets, generator=generator, **marks)
                 )
                 for _ in range(n)
             ]
         )  # (n, P)
+        seconds = (time.perf_counter() - start) / n
         result = {
             "spec": strategy.spec,
             "name": strategy.name,
             "k": getattr(strategy, "k", None),
             "stochastic": strategy.stochastic,
             **compare_estimates(estimates, exact),
+            # wall time of one estimate over the T steps (all B streams), per step
+            "seconds_per_step": seconds / inputs.shape[0],
         }
         results.append(result)
         if on_result is not None:

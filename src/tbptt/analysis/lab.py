@@ -325,6 +325,7 @@ def bias_lab(
     objective: Objective | None = None,
     ks: Sequence[int] = (1, 5, 10, 35, 100),
     families: Sequence[str] = ("regular", "randomized"),
+    strategies: Sequence[str] = (),
     length: int = 200,
     streams: int = 4,
     warmup: int = 50,
@@ -333,7 +334,9 @@ def bias_lab(
     seed: int = 0,
     on_result: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Cosine, bias, variance and MSE of ``<family>:K`` against the exact gradient, for each K.
+    """Cosine, bias, variance, MSE and cost per step of ``<family>:K`` against the exact
+    gradient, for each K, and of each spec in ``strategies`` (``rtrl``, ``uoro``, ``snap:1``,
+    ``k1k2:10,35``...).
 
     ``data``: the training split (a (N,) token tensor, or a :class:`~tbptt.data.StreamData`
     whose ``starts`` and ``mask`` become the windows' resets and loss mask);
@@ -354,7 +357,7 @@ def bias_lab(
             "mask); use longer windows or another offset"
         )
     restarts = int(w.resets.sum()) if w.resets is not None else 0
-    specs = [f"{family}:{k}" for k in ks for family in families]
+    specs = [f"{family}:{k}" for k in ks for family in families] + list(strategies)
     result = estimator_quality(
         model,
         w.inputs,
@@ -391,12 +394,13 @@ def bias_lab(
         f"norm {result['exact_norm']:.4g}); random strategies over {draws} draws.",
         "",
         "| strategy | cosine (mean) | relative bias | noise floor | relative variance | "
-        "relative MSE | cosine of one draw |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "relative MSE | cosine of one draw | ms per step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [
         f"| {r['spec']} | {r['cosine']:.6f} | {r['relative_bias']:.3e} | {r['noise_floor']:.1e} | "
-        f"{r['relative_variance']:.2e} | {r['relative_mse']:.2e} | {r['cosine_per_draw']:.6f} |"
+        f"{r['relative_variance']:.2e} | {r['relative_mse']:.2e} | {r['cosine_per_draw']:.6f} | "
+        f"{1e3 * r['seconds_per_step']:.3g} |"
         for r in result["results"]
     ]
     if objective_name != "lm" or restarts or counted != rows:

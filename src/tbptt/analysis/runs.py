@@ -17,6 +17,7 @@ from torch import nn
 
 from tbptt.data import Dataset, TextData, Vocab
 from tbptt.data.config import load_dataset
+from tbptt.data.prepared import PreparedText
 from tbptt.data.tokenize import compact_dtype
 from tbptt.errors import CheckpointError, ConfigError
 from tbptt.models import ModelConfig
@@ -36,7 +37,7 @@ def load_model(
 
     The dataset is rebuilt from the run's data section (a task from the run's
     seed); ``data_path`` reads the run's data file or directory from another
-    place. A text is indexed by the checkpoint's vocabulary (tokens it lacks
+    place (for a run trained on separate files, it is read as the test file). A text is indexed by the checkpoint's vocabulary (tokens it lacks
     become ``<unk>``). ``build(config, data)`` makes the untrained model
     (default: :func:`tbptt.train.build.build_model`: the built-in model of
     ``config.model``, or the model a task brings, such as influence balancing).
@@ -52,13 +53,16 @@ def load_model(
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
     if data_path is not None:
-        key = "documents" if config.data.documents else "path"
-        config = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, **{key: data_path})
-        )
+        config = dataclasses.replace(config, data=config.data.reading(data_path))
     data = load_dataset(config.data, seed=config.train.seed)
     vocab = payload.get("vocab")
     if isinstance(data, TextData) and vocab is not None and list(vocab) != data.vocab.itos:
+        if isinstance(data, PreparedText):  # its ids are fixed: re-indexing would copy it all
+            raise CheckpointError(
+                f"the prepared corpus {data.path} has another vocabulary ({len(data.vocab)} "
+                f"tokens there, {len(vocab)} in {path}); use the run's own prepared corpus, or "
+                "a text file (read with the run's vocabulary)"
+            )
         data = _reindexed(data, Vocab(itos=vocab))
     _check_inputs(config.model, data, path)
     model = build(config, data)

@@ -55,6 +55,14 @@ def recurrent_blocks(model: nn.Module) -> list[RecurrentBlock]:
     see :mod:`tbptt.models.constraints`), detached.
     """
     rec = _recurrent(model)
+    if rec.kind not in GATE_NAMES:  # the linear recurrences (tbptt.models.minimal)
+        from tbptt.errors import ConfigError
+
+        raise ConfigError(
+            f"the {rec.kind} model has no recurrent weight matrix (its recurrence is "
+            f"element-wise: h_t = a_t h_(t-1) + b_t); spectra need one of "
+            f"{', '.join(GATE_NAMES)}"
+        )
     gates = GATE_NAMES[rec.kind]
     blocks = []
     for layer in range(rec.num_layers):

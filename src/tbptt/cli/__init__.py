@@ -14,6 +14,7 @@ from tbptt.cli.common import flag_hint
 from tbptt.cli.compare import compare_parser
 from tbptt.cli.env import env_parser
 from tbptt.cli.evaluate import evaluate_parser, generate_parser
+from tbptt.cli.prepare import prepare_parser
 from tbptt.cli.train import train_parser
 from tbptt.errors import TbpttError
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     train_parser(sub)
+    prepare_parser(sub)
     compare_parser(sub)
     analyze_parser(sub)
     evaluate_parser(sub)

@@ -161,6 +161,13 @@ def analyze_parser(sub) -> None:
         default="regular,randomized",
         help="strategy names, each run as NAME:K (default: regular,randomized)",
     )
+    q.add_argument(
+        "--strategies",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help="more strategies, measured as given, e.g. rtrl uoro snap:1 k1k2:10,35",
+    )
     q.add_argument("--draws", type=int, default=20, help="per random strategy (default: 20)")
     q.set_defaults(command=analyze_command)
 
@@ -293,13 +300,15 @@ def analyze_command(args) -> int:
     else:
         families = [f.strip() for f in args.families.split(",") if f.strip()]
         print(
-            f"{'strategy':<16}{'cosine':>10}{'rel. bias':>12}{'noise floor':>13}{'rel. var':>11}{'rel. MSE':>11}"
+            f"{'strategy':<16}{'cosine':>10}{'rel. bias':>12}{'noise floor':>13}{'rel. var':>11}"
+            f"{'rel. MSE':>11}{'ms/step':>10}"
         )
 
         def show(res):
             print(
                 f"{res['spec']:<16}{res['cosine']:>10.6f}{res['relative_bias']:>12.3e}"
-                f"{res['noise_floor']:>13.1e}{res['relative_variance']:>11.2e}{res['relative_mse']:>11.2e}",
+                f"{res['noise_floor']:>13.1e}{res['relative_variance']:>11.2e}{res['relative_mse']:>11.2e}"
+                f"{1e3 * res['seconds_per_step']:>10.3g}",
                 flush=True,
             )
 
@@ -310,6 +319,7 @@ def analyze_command(args) -> int:
             objective=objective,
             ks=args.ks,
             families=families,
+            strategies=args.strategies,
             length=args.length,
             streams=args.streams,
             warmup=args.warmup,

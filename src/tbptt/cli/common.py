@@ -8,6 +8,7 @@ its default value); the defaults live in the configuration dataclasses, and
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import torch
@@ -16,7 +17,7 @@ from tbptt.data import NORMALIZERS, TOKENIZERS
 from tbptt.data.config import DataConfig
 from tbptt.data.tasks import TASKS, task_names
 from tbptt.errors import ConfigError
-from tbptt.models import KINDS, ModelConfig
+from tbptt.models import MODEL_KINDS, ModelConfig
 from tbptt.train import OBJECTIVES, OPTIMIZERS, RunConfig, TrainConfig
 from tbptt.train.build import build_model, build_objective, model_config_for
 from tbptt.train.config import device_problem
@@ -45,6 +46,14 @@ FLAG_KEYS = {
     "tokens": "data.tokens",
     "normalize": "data.normalize",
     "valid_fraction": "data.valid_fraction",
+    "train": "data.train_file",
+    "valid": "data.valid_file",
+    "test": "data.test_file",
+    "eos": "data.eos",
+    "min_freq": "data.min_freq",
+    "max_vocab": "data.max_vocab",
+    "strip_gutenberg": "data.strip_gutenberg",
+    "cache_dir": "data.cache_dir",
     "target": "data.target",
     "inputs": "data.inputs",
     "horizon": "data.horizon",
@@ -59,10 +68,13 @@ FLAG_KEYS = {
     "zoneout": "model.zoneout",
     "zoneout_cell": "model.zoneout_cell",
     "spectral_norm": "model.spectral_norm",
+    "adaptive_softmax": "model.adaptive_softmax",
+    "tie_weights": "model.tie_weights",
     "objective": "objective.name",
     "strategy": "train.strategy",
     "batch_size": "train.batch_size",
     "epochs": "train.epochs",
+    "max_steps": "train.max_steps",
     "optimizer": "train.optimizer",
     "lr": "train.lr",
     "lr_schedule": "train.lr_schedule",
@@ -80,6 +92,7 @@ FLAG_KEYS = {
     "temperature": "output.temperature",
     "no_progress": "output.progress",  # inverted
     "threads": "output.threads",
+    "tensorboard": "output.tensorboard",
 }
 
 
@@ -93,8 +106,24 @@ def add_data_arguments(g) -> None:
     g.add_argument(
         "--data",
         metavar="PATH",
-        help="a UTF-8 text file, a time series (.csv, .npy, .npz), or a directory to cache The "
-        "Time Machine in (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)",
+        help="a text file (UTF-8, or UTF-16/32 with a byte-order mark), a time series (.csv, "
+        ".npy, .npz), a corpus directory holding train.txt, valid.txt (and test.txt), a "
+        "directory of documents, or a directory made by tbptt prepare (default: The Time "
+        "Machine)",
+    )
+    g.add_argument(
+        "--train", metavar="FILE", help="text: the training file (with --valid, [--test])"
+    )
+    g.add_argument("--valid", metavar="FILE", help="text: the validation file")
+    g.add_argument(
+        "--test",
+        metavar="FILE",
+        help="text: a test file, scored (perplexity) when training ends",
+    )
+    g.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="where The Time Machine is downloaded (default: $TBPTT_DATA_DIR or ~/.cache/tbptt)",
     )
     g.add_argument(
         "--task",
@@ -107,7 +136,30 @@ def add_data_arguments(g) -> None:
         "--normalize",
         choices=NORMALIZERS,
         help="text: letters = lowercase letters, everything else one space (the lecture's); "
-        f"none = raw text (default: {d.normalize})",
+        "none = the text as it is (default: letters for The Time Machine, none for your file)",
+    )
+    g.add_argument(
+        "--eos",
+        action=argparse.BooleanOptionalAction,
+        help="word level: each line end is the token <eos> (default: on for word level)",
+    )
+    g.add_argument(
+        "--min-freq",
+        type=int,
+        metavar="N",
+        help=f"text: tokens seen fewer than N times in training are <unk> (default: {d.min_freq})",
+    )
+    g.add_argument(
+        "--max-vocab",
+        type=int,
+        metavar="N",
+        help="text: keep the N - 1 most frequent tokens and <unk> (default: 0 = all)",
+    )
+    g.add_argument(
+        "--strip-gutenberg",
+        action="store_true",
+        default=None,
+        help="text: drop a Project Gutenberg header and licence footer from each file",
     )
     g.add_argument(
         "--valid-fraction",
@@ -154,7 +206,10 @@ def add_model_arguments(g, defaults: ModelConfig | None = None) -> None:
     --objective; the help quotes ``defaults`` (the verb's own, default: tbptt train's)."""
     d = defaults or ModelConfig()
     g.add_argument(
-        "--model", choices=KINDS, help=f"cell (default: {d.kind}; linear = identity RNN)"
+        "--model",
+        choices=MODEL_KINDS,
+        help=f"cell (default: {d.kind}; linear = identity RNN; mingru, minlstm, lru = linear "
+        "recurrences, docs/linear-recurrences.md)",
     )
     g.add_argument("--hidden-size", type=int, help=f"(default: {d.hidden_size})")
     g.add_argument("--num-layers", type=int, help=f"(default: {d.num_layers})")
@@ -183,6 +238,22 @@ def add_model_arguments(g, defaults: ModelConfig | None = None) -> None:
         metavar="C",
         help="bound the spectral norm of every recurrent block by C, exactly at every step "
         "(e.g. 1.0; default: 0 = off)",
+    )
+    g.add_argument(
+        "--adaptive-softmax",
+        nargs="?",
+        const="auto",
+        metavar="C1,C2",
+        help="language model: an adaptive softmax output layer (Grave et al. 2017), cut at "
+        "token ids C1,C2,... (default cut-offs: chosen from token frequencies); exact "
+        "log-probabilities in evaluation",
+    )
+    g.add_argument(
+        "--tie-weights",
+        action="store_true",
+        default=None,
+        help="language model: the output layer shares the embedding's weights (Press & Wolf "
+        "2017; the embedding size becomes the hidden size unless given)",
     )
     g.add_argument(
         "--objective",
@@ -235,12 +306,9 @@ def flag_hint(options: tuple[str, ...]) -> str:
 
 def given_flags(args) -> set[str]:
     """The flags of :data:`FLAG_KEYS` given on this command line (whatever their value)."""
-    # Identity, not equality: 0 and 0.0 are given values (0 == False in Python).
-    return {
-        dest
-        for dest in FLAG_KEYS
-        if (value := getattr(args, dest, None)) is not None and value is not False
-    }
+    # Identity, not equality: 0, 0.0 and False (--no-eos) are given values; store_true
+    # flags default to None, so an absent one is None.
+    return {dest for dest in FLAG_KEYS if getattr(args, dest, None) is not None}
 
 
 def run_config_from_args(args, base: RunConfig | None = None) -> RunConfig:

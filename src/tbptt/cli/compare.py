@@ -25,6 +25,7 @@ from tbptt.cli.common import (
 )
 from tbptt.cli.train import STRATEGY_HELP
 from tbptt.data.config import load_dataset
+from tbptt.integrations.tensorboard import check_available, write_metrics_file
 from tbptt.report import run_summary, table_rows, verdicts, write_report
 from tbptt.train import RunConfig, TrainConfig
 from tbptt.train.compare import (
@@ -104,6 +105,12 @@ def compare_parser(sub) -> None:
     g.add_argument("--sample-length", type=int, default=100)
     g.add_argument("--temperature", type=float, default=0.7)
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bars")
+    g.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write each run's metrics as a TensorBoard run DIR/<strategy>-seed<S> "
+        "(needs tbptt[tensorboard])",
+    )
     p.set_defaults(command=compare_command)
 
 
@@ -233,7 +240,13 @@ def compare_command(args) -> int:
             ),
             flush=True,
         )
+        if args.tensorboard and run.directory is not None:
+            # The run's own directory name (regular-35-seed0): one TensorBoard run each.
+            board = Path(args.tensorboard) / Path(run.directory).name
+            write_metrics_file(out / run.directory / "metrics.jsonl", board)
 
+    if args.tensorboard:
+        check_available()
     try:
         comparison = run_comparison(
             data,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 
 import torch
 
@@ -13,6 +14,14 @@ from tbptt.data.corpus import TIME_MACHINE, default_data_dir
 def env_parser(sub) -> None:
     p = sub.add_parser("env", help="print versions, threads, BLAS and data paths (for bug reports)")
     p.set_defaults(command=env_command)
+
+
+def _version(package: str) -> str:
+    """An installed package's version without importing it ("not installed" otherwise)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def env_command(args) -> int:
@@ -32,6 +41,8 @@ def env_command(args) -> int:
         ("mkldnn (oneDNN)", str(torch.backends.mkldnn.is_available())),
         ("cuda", torch.version.cuda or "none"),
         ("cuda devices", str(torch.cuda.device_count()) if torch.cuda.is_available() else "0"),
+        ("lightning (extra)", _version("lightning")),
+        ("tensorboard (extra)", _version("tensorboard")),
         ("TBPTT_DATA_DIR", os.environ.get("TBPTT_DATA_DIR", "(unset)")),
         ("data directory", str(data_dir)),
         ("time machine cached", "yes" if cached else "no"),

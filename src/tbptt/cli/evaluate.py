@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import torch
 
 from tbptt.analysis import load_model
 from tbptt.cli.common import build_objective, check_device, format_metric
 from tbptt.data import TextData
+from tbptt.data.series import SeriesData, read_table
 from tbptt.errors import ConfigError, DataError
 from tbptt.train.checkpoint.atomic import write_atomically
 from tbptt.train.evaluate import evaluate, evaluation_batch
-from tbptt.train.generate import check_sampling, generate
+from tbptt.train.generate import check_sampling, forecast, generate
 
 __all__ = ["evaluate_parser", "evaluate_command", "generate_parser", "generate_command"]
 
@@ -27,7 +29,8 @@ CHECKPOINT_HELP = "run directory or checkpoint.pt of tbptt train"
 
 
 def _checkpoint_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", metavar="RUN_DIR", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("run", nargs="?", metavar="RUN|CHECKPOINT", help=CHECKPOINT_HELP)
+    p.add_argument("--checkpoint", metavar="RUN_DIR", help="the same, as a flag")
     p.add_argument(
         "--device", metavar="NAME", help="where to run the model (default: the run's device)"
     )
@@ -47,7 +50,12 @@ def evaluate_parser(sub) -> None:
         help="evaluate this file instead of the run's data (a text is read with the run's "
         "vocabulary; tokens it lacks are <unk>)",
     )
-    p.add_argument("--split", choices=("valid", "train"), default="valid", help="(default: valid)")
+    p.add_argument(
+        "--split",
+        choices=("valid", "train", "test"),
+        help="(default: valid; test for --data on a run trained on --train/--valid files, "
+        "whose --data is read as the test file)",
+    )
     p.add_argument(
         "--batch-size", type=int, metavar="N", help="columns B (default: the run's eval batch size)"
     )
@@ -61,9 +69,10 @@ def evaluate_parser(sub) -> None:
 def generate_parser(sub) -> None:
     p = sub.add_parser(
         "generate",
-        help="continue a text with a trained language model",
+        help="continue a text with a trained language model, or forecast a series",
         description="Continue a prefix with a run trained on text: greedy (temperature 0) "
-        "or sampled, optionally kept to the top-k tokens and to the top-p nucleus.",
+        "or sampled, optionally kept to the top-k tokens and to the top-p nucleus. For a "
+        "forecasting run: the next --length steps after a history (CSV on stdout).",
     )
     _checkpoint_arguments(p)
     p.add_argument(
@@ -72,7 +81,20 @@ def generate_parser(sub) -> None:
         help="the text to continue (default: the run's prefix, else the validation split's "
         "first 10 tokens)",
     )
-    p.add_argument("--length", type=int, default=100, metavar="N", help="tokens (default: 100)")
+    p.add_argument(
+        "--length",
+        type=int,
+        metavar="N",
+        help="tokens (default: 100), or steps to forecast (default: the run's horizon)",
+    )
+    p.add_argument(
+        "--num-samples", type=int, default=1, metavar="N", help="samples to draw (default: 1)"
+    )
+    p.add_argument(
+        "--history",
+        metavar="FILE",
+        help="forecasting run: the table whose last series is continued (default: the run's data)",
+    )
     p.add_argument(
         "--temperature", type=float, default=0.0, metavar="T", help="0: greedy (default: 0)"
     )
@@ -82,6 +104,21 @@ def generate_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: 0)")
     p.set_defaults(command=generate_command)
+
+
+def _run_path(args) -> str:
+    """The run named positionally or by --checkpoint (one of them, or both the same)."""
+    given = [p for p in (args.run, args.checkpoint) if p is not None]
+    if not given:
+        raise ConfigError(
+            "Expected a run directory or checkpoint.pt, got none; e.g. "
+            f"tbptt {getattr(args, 'verb', None) or 'evaluate'} runs/my-run"
+        )
+    if len(given) == 2 and given[0] != given[1]:
+        raise ConfigError(
+            f"Expected one run, got {given[0]} and --checkpoint {given[1]}; name it once"
+        )
+    return given[0]
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -97,16 +134,31 @@ def evaluate_metrics(args) -> dict:
     """The metrics record of ``tbptt evaluate`` (what ``--json`` writes)."""
     _positive("--batch-size", args.batch_size)
     _positive("--window", args.window)
+    args.checkpoint = _run_path(args)
     model, data, config = load_model(args.checkpoint, data_path=args.data)
     device = _device(args, config)
     objective = build_objective(config, data)
+    reads_test = args.data is not None and config.data.test_file == args.data
+    name = args.split or ("test" if reads_test else "valid")
     train = data.train_split()
-    split = train if args.split == "train" else data.valid_split()
+    if name == "test":
+        split = data.test_split() if isinstance(data, TextData) else None
+        if split is None:
+            raise DataError(
+                f"{args.checkpoint} has no test file; name one with --data FILE (a run trained "
+                "on --train/--valid files) or score --split valid"
+            )
+    else:
+        split = train if name == "train" else data.valid_split()
     if len(split) == 0 or (not split.next_token and split.pairs == 0):
-        raise DataError(f"the {args.split} split of {args.data or 'the run'} has no rows to score")
-    # As the trainer: a next-token validation split's first token is predicted from the
-    # last training token; the training split has nothing before it.
-    context = train.inputs[-1] if args.split == "valid" and split.next_token else None
+        raise DataError(f"the {name} split of {args.data or 'the run'} has no rows to score")
+    # As the trainer: a next-token split's first token is predicted from the token before
+    # it (validation follows training, a test file follows validation); the training split
+    # has nothing before it.
+    context = None
+    if split.next_token and name != "train":
+        before = data.valid if name == "test" and len(data.valid) else data.train
+        context = before[-1] if name == "test" else train.inputs[-1]
     batch_size = args.batch_size or config.train.eval_batch_size
     batch = evaluation_batch(split, batch_size, context=context).to(device)
     sums = evaluate(
@@ -117,8 +169,12 @@ def evaluate_metrics(args) -> dict:
     )
     return {
         "checkpoint": str(args.checkpoint),
-        "data": args.data or config.data.path or config.data.documents or config.data.task,
-        "split": args.split,
+        "data": args.data
+        or config.data.path
+        or config.data.documents
+        or config.data.train_file
+        or config.data.task,
+        "split": name,
         "objective": objective.name,
         "rows": int(sums.get("count", 0)),
         **objective.summary(sums),
@@ -149,27 +205,89 @@ def evaluate_command(args) -> int:
 
 def generate_command(args) -> int:
     check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    if args.length < 0:
+    _positive("--num-samples", args.num_samples)
+    if args.length is not None and args.length < 0:
         raise ConfigError(f"Expected --length >= 0, got {args.length}")
+    args.checkpoint = _run_path(args)
     model, data, config = load_model(args.checkpoint)
+    model = model.to(_device(args, config))
+    if isinstance(data, SeriesData):
+        return _forecast_command(args, model, data, config)
+    if args.history is not None:
+        raise ConfigError("--history is the input of a forecasting run; a text run takes --prefix")
     if not isinstance(data, TextData):
         raise DataError(
-            f"{args.checkpoint} was trained on {type(data).__name__}, not text; generate "
-            "continues text only (use tbptt evaluate to measure it)"
+            f"{args.checkpoint} was trained on {type(data).__name__}, not text or a time "
+            "series; generate continues text and forecasts series only (use tbptt evaluate "
+            "to measure it)"
         )
     text = args.prefix if args.prefix is not None else config.output.prefix
     prefix = data.encode(text) if text else data.valid[:0]
     if len(prefix) == 0 or bool((prefix == 0).all()):  # nothing known: the run's own text
         prefix = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
-    model = model.to(_device(args, config))
-    tokens = generate(
-        model,
-        prefix,
-        args.length,
-        temperature=args.temperature,
-        generator=torch.Generator().manual_seed(args.seed),
-        top_k=args.top_k,
-        top_p=args.top_p,
-    )
-    print(data.decode(tokens))
+    # One generator for all samples: sample 1 is the single sample of the same seed.
+    generator = torch.Generator().manual_seed(args.seed)
+    for i in range(args.num_samples):
+        tokens = generate(
+            model,
+            prefix,
+            100 if args.length is None else args.length,
+            temperature=args.temperature,
+            generator=generator,
+            top_k=args.top_k,
+            top_p=args.top_p,
+        )
+        if args.num_samples > 1:
+            print(f"[sample {i + 1}/{args.num_samples}]")
+        print(data.decode(tokens))
     return 0
+
+
+def _forecast_command(args, model, data: SeriesData, config) -> int:
+    """Print the forecast of the next steps after the history's last series, as CSV."""
+    if args.prefix is not None or args.num_samples != 1:
+        raise ConfigError(
+            "a forecasting run continues --history FILE (default: its data) with one "
+            "forecast; --prefix and --num-samples apply to text runs"
+        )
+    history = _history(args.history or config.data.path, data, config.data.series_id)
+    dtype = next(model.parameters()).dtype
+    steps = data.horizon if args.length is None else args.length
+    forecasts = forecast(
+        model,
+        history.to(dtype),
+        steps,
+        horizon=data.horizon,
+        feedback=data.input_columns == data.target_columns,
+    )  # (steps, D) standardized
+    values = data.targets_scaler.inverse(forecasts.double())  # (steps, D) in the data's units
+    print("step," + ",".join(data.target_columns))
+    for j, row in enumerate(values.tolist()):
+        print(f"+{j + 1}," + ",".join(f"{v:.6g}" for v in row))
+    return 0
+
+
+def _history(path, data: SeriesData, series_id: str | None) -> torch.Tensor:
+    """(P, F) standardized input rows of the last series of the table at ``path``."""
+    table = read_table(path)
+    missing = [c for c in (*data.input_columns, series_id) if c and c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{table.path} has no column(s) {', '.join(map(repr, missing))} the run reads; "
+            f"available: {', '.join(map(repr, table.columns))}"
+        )
+    start = len(table)
+    if series_id is not None:  # the last run of equal ids
+        last = table.label(series_id, len(table) - 1)
+        while start > 0 and table.label(series_id, start - 1) == last:
+            start -= 1
+    else:
+        start = 0
+    values = np.stack([table.numbers(c)[start:] for c in data.input_columns], axis=1)  # (P, F)
+    if np.isnan(values).any():
+        row = start + int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
+        raise DataError(
+            f"{table.where(row)}: a missing value in the history; a forecast reads every row "
+            "of the last series, so fill it (or give --history a file without gaps)"
+        )
+    return data.inputs_scaler.transform(torch.from_numpy(values))

@@ -93,7 +93,7 @@ def sample(model, data: TextData, config: RunConfig) -> str:
         temperature=config.output.temperature,
         generator=gen,
     )
-    return data.decode(prefix_ids.tolist()) + data.separator + data.decode(sampled)
+    return data.decode([*prefix_ids.tolist(), *sampled])  # one text: <eos> is a line end
 
 
 def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:

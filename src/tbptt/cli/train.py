@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import sys
 import time
@@ -32,9 +34,12 @@ from tbptt.cli.outputs import (
     write_predictions,
 )
 from tbptt.cli.resume import Stopped, StopRequest, find_run, restore_metrics
+from tbptt.cli.text import test_line, text_reading
 from tbptt.data.config import data_digest, load_dataset
-from tbptt.data.dataset import TextData
-from tbptt.errors import CheckpointError, NonFiniteError
+from tbptt.data.dataset import TextData, unigram_perplexity
+from tbptt.data.prepared import PreparedText
+from tbptt.errors import CheckpointError, ConfigError, NonFiniteError
+from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
 from tbptt.report import plot_training
 from tbptt.train import MetricsWriter, RunConfig, Trainer, read_metrics
 from tbptt.train.checkpoint import (
@@ -47,6 +52,15 @@ from tbptt.train.checkpoint import (
     write_atomically,
 )
 from tbptt.train.checkpoint.atomic import remove_debris
+from tbptt.train.distributed import (
+    DistributedTrainer,
+    Group,
+    check_divisible,
+    environment_group,
+    setup,
+    shutdown,
+)
+from tbptt.train.evaluate import score
 from tbptt.truncation import parse_strategy
 
 STRATEGY_HELP = """\
@@ -64,6 +78,12 @@ strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 |
                     backpropagate to K2 steps before the window's end (K1 <= K2)
   variable:K        AWD-LSTM variable length: base K (p 0.95) or K/2, length
                     max(5, int(N(base, 5))), learning rate times length / K
+  adaptive:D        regular:K with K re-chosen each epoch: the smallest whose measured
+                    relative gradient bias is <= D (k=K0, max=KMAX, every=E epochs)
+  rtrl              online: exact real-time recurrent learning, the state never cut
+  uoro              online: unbiased rank-one RTRL (Tallec & Ollivier 2017)
+  snap:N            online: SnAp-N, RTRL kept on what N steps connect (snap:1, snap:2)
+                    (online ones take update_every=U: rtrl:update_every=10, snap:1,update_every=10)
 """
 
 
@@ -96,6 +116,13 @@ def train_parser(sub) -> None:
     t = RunConfig().train
     g.add_argument("--strategy", metavar="SPEC", help=f"see below (default: {t.strategy})")
     g.add_argument("--epochs", type=int, help=f"(default: {t.epochs})")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="stop after N optimizer steps in all (the epoch under way ends there and is "
+        "evaluated; default: 0 = no limit)",
+    )
     add_optimizer_arguments(g)
     g.add_argument("--seed", type=int, help=f"(default: {t.seed})")
     g = p.add_argument_group("output")
@@ -111,6 +138,11 @@ def train_parser(sub) -> None:
         help=f"sampling temperature, 0 = greedy (default: {o.temperature})",
     )
     g.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    g.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write the metrics as TensorBoard scalars into DIR (needs tbptt[tensorboard])",
+    )
     g = p.add_argument_group("checkpoints and resuming")
     c = RunConfig().checkpoint
     g.add_argument(
@@ -206,12 +238,18 @@ def train_command(args) -> int:
     """
     out = Path(args.resume or args.out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
     lock = RunLock(out)
+    # Under torchrun every rank runs this command; rank 0 alone locks and writes the run
+    # directory and prints (tbptt.train.distributed).
+    group = environment_group()
+    leader = group is None or group.leader
     try:
-        if out.is_dir():
+        if out.is_dir() and leader:
             _lock(lock)
-        return _train(args, out, lock)
+        with contextlib.nullcontext() if leader else contextlib.redirect_stdout(io.StringIO()):
+            return _train(args, out, lock, group)
     finally:
         lock.release()
+        shutdown()
 
 
 def _lock(lock: RunLock) -> None:
@@ -220,7 +258,7 @@ def _lock(lock: RunLock) -> None:
         remove_debris(lock.directory, RUN_FILES)
 
 
-def _train(args, out: Path, lock: RunLock) -> int:
+def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     config, found = _configure(args, out)
     # Validate everything cheap before touching data, so mistakes are reported at once.
     config.check()
@@ -230,10 +268,19 @@ def _train(args, out: Path, lock: RunLock) -> int:
     check_device(config.train.device)
     if config.output.threads:
         torch.set_num_threads(config.output.threads)
+    leader = group is None or group.leader
+    if group is not None:  # every rank refuses alike (one line each), before joining the group
+        check_divisible(config.train.batch_size, group.world)
+        group = setup(config.train.device)
+        if torch.device(config.train.device).type == "cuda":  # one GPU per rank
+            config = config.replace(train={"device": f"cuda:{group.local_rank}"})
 
     if found is not None and args.resume:  # the flags against the run, before any data is read
         _check_continues(config, found, resume=True, out=out)
+    config = dataclasses.replace(config, data=config.data.resolved())  # the text defaults, fixed
     data = load_dataset(config.data, seed=config.train.seed)
+    if isinstance(data, PreparedText):  # tokenized by tbptt prepare: the options are the data's
+        config = dataclasses.replace(config, data=_prepared_options(config, data, args))
     if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
         given = given_flags(args)
         config = dataclasses.replace(
@@ -247,21 +294,32 @@ def _train(args, out: Path, lock: RunLock) -> int:
             _check_continues(config, found, resume=False, out=out)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data)
+    if group is not None:  # the same weights on every rank; dropout masks of their own
+        torch.manual_seed(config.train.seed + group.rank)
 
-    _lock(lock)  # creates the directory
-    if found is None and latest_checkpoint(out) is not None:
+    if leader:
+        _lock(lock)  # creates the directory
+    if leader and found is None and latest_checkpoint(out) is not None:
         raise CheckpointError(
             f"another run wrote a checkpoint into {out} while this one started; "
             "run the command again to continue it, or use another --out"
         )
-    write_atomically(
-        out / "config.json",
-        json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n",
-    )
-    if found is not None:
+    if leader:
+        write_atomically(
+            out / "config.json",
+            json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n",
+        )
+    if found is not None and leader:
         restore_metrics(out / "metrics.jsonl", found[1])
-    metrics = MetricsWriter(out / "metrics.jsonl", append=found is not None, tail=METRICS_TAIL)
-    trainer = Trainer(
+    metrics = MetricsWriter(
+        out / "metrics.jsonl" if leader else None, append=found is not None, tail=METRICS_TAIL
+    )
+    if config.output.tensorboard and leader:
+        # A resumed run drops the events its first run wrote after the checkpoint.
+        resumed_at = found[1]["trainer"]["step"] + 1 if found is not None else None
+        board = TensorBoardWriter(config.output.tensorboard, purge_step=resumed_at)
+        metrics = MirroredMetrics(metrics, board)
+    trainer = (DistributedTrainer if group else Trainer)(
         model,
         data.train_split(),
         data.valid_split(),
@@ -269,6 +327,7 @@ def _train(args, out: Path, lock: RunLock) -> int:
         strategy=strategy,
         objective=objective,
         metrics=metrics,
+        **({"group": group} if group else {}),
     )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])
@@ -278,6 +337,11 @@ def _train(args, out: Path, lock: RunLock) -> int:
     train_rows, valid_rows = len(data.train_split()), len(data.valid_split())
     rows_name = f"{config.data.tokens} tokens" if isinstance(data, TextData) else "rows"
     size = f", vocabulary {data.shape.vocab_size}" if data.shape.vocab_size else ""
+    test_split = data.test_split() if isinstance(data, TextData) else None
+    if test_split is not None:
+        size = f" / {len(test_split):,} test{size}"
+    if isinstance(data, TextData):
+        size += ", " + text_reading(config.data)
     m = config.model
     what = (
         "influence balancing"
@@ -291,17 +355,17 @@ def _train(args, out: Path, lock: RunLock) -> int:
 
     epochs = config.train.epochs
     unit = "tok" if isinstance(data, TextData) else "row"
-    rows_per_epoch = trainer.stream.steps * trainer.stream.batch_size
+    rows_per_epoch = trainer.stream.steps * config.train.batch_size  # all ranks' rows
     bar = tqdm(
         total=rows_per_epoch * epochs,
         initial=min(
             rows_per_epoch * epochs,
-            rows_per_epoch * trainer.epoch + trainer.stream.position * trainer.stream.batch_size,
+            rows_per_epoch * trainer.epoch + trainer.stream.position * config.train.batch_size,
         ),
         unit=unit,
         unit_scale=True,
         dynamic_ncols=True,
-        disable=not config.output.progress,
+        disable=not config.output.progress or not leader,
         file=sys.stderr,
         desc="train",
     )
@@ -319,16 +383,26 @@ def _train(args, out: Path, lock: RunLock) -> int:
             # What metrics.jsonl holds now (its length and SHA-256), not its lines: a
             # checkpoint's size must not grow with the run.
             "metrics_position": metrics.position(),
-            "trainer": trainer.state_dict(),
+            "trainer": trainer.state_dict(),  # distributed: gathered from every rank
         }
-        return checkpointer.save(payload, trainer.step)
+        return checkpointer.save(payload, trainer.step) if leader else None
+
+    def agreed(due: bool) -> tuple[bool, int]:
+        # Every rank must checkpoint and stop at the same window: rank 0's clock decides
+        # when a checkpoint is due, a signal on any rank stops them all.
+        if group is None:
+            return due, stop.signum
+        flag, signum = group.max([float(due and leader), float(stop.signum)])
+        return bool(flag), int(signum)
 
     def on_step(record):
         # A window just ended: the trainer's state is consistent, so this is where
         # interval checkpoints are written and a stop request is honoured.
-        if checkpointer.due(record["step"]) or stop.signum:
+        due, signum = agreed(checkpointer.due(record["step"]))
+        if due or signum:
             checkpoint()
-        stop.check()
+        if signum:
+            raise Stopped(signum)
         bar.update(record["tokens"])
         if record["step"] % 10 == 0:
             bar.set_postfix(
@@ -345,7 +419,8 @@ def _train(args, out: Path, lock: RunLock) -> int:
             bar.write(line)
         checkpoint()
         if trainer.epoch < epochs:  # after the last epoch, finish the outputs instead
-            stop.check()
+            if signum := agreed(False)[1]:
+                raise Stopped(signum)
 
     try:
         with stop.installed():
@@ -353,10 +428,10 @@ def _train(args, out: Path, lock: RunLock) -> int:
     except Stopped as e:
         bar.close()
         metrics.close()
-        print(
+        print(  # (on rank 0: every rank stopped at this step)
             f"tbptt train: stopped by {e.name} at epoch {trainer.epoch + 1}, step {trainer.step}; "
             f"checkpoint in {out / 'checkpoint.pt'}; continue with: tbptt train --resume {out}",
-            file=sys.stderr,
+            file=sys.stderr if leader else io.StringIO(),
         )
         return 128 + e.signum
     except KeyboardInterrupt:  # a second signal: abort now, mid-window, without a checkpoint
@@ -376,6 +451,8 @@ def _train(args, out: Path, lock: RunLock) -> int:
         bar.close()
         metrics.close()
     checkpoint()
+    if not leader:  # the outputs are rank 0's to write
+        return 0
     metric = "ppl" if objective.name == "lm" else "loss"
     history = read_metrics(out / "metrics.jsonl", max_steps=PLOT_STEPS)
     with replacing(out / "curves.png", keep_suffix=True) as tmp:
@@ -393,6 +470,8 @@ def _train(args, out: Path, lock: RunLock) -> int:
         summary["tokens_per_s"] = sum(r["tokens"] for r in records) / max(
             1e-9, sum(r["seconds"] for r in records)
         )
+    if test_split is not None and len(test_split) > 0:
+        summary.update(_test_metrics(trainer, data, config, objective))
     if isinstance(data, TextData) and config.output.sample_length > 0:
         try:
             summary["sample"] = sample(trainer.model, data, config)
@@ -405,10 +484,47 @@ def _train(args, out: Path, lock: RunLock) -> int:
 
     if records:
         print(closing_line(summary, objective, baselines, trainer.step))
+    if "test_ppl" in summary:
+        print(test_line(summary, data))
     if "sample" in summary:
         print(f"sample: {summary['sample']!r}")
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
+
+
+def _test_metrics(trainer: Trainer, data: TextData, config: RunConfig, objective) -> dict:
+    """``test_<metric>`` of the test file, scored as validation is (the test text follows the
+    validation text: its first token is predicted from the last validation token)."""
+    before = data.valid if len(data.valid) else data.train
+    metrics = score(
+        trainer.model,
+        data.test_split(),
+        objective=objective,
+        batch_size=config.train.eval_batch_size,
+        window=config.train.eval_window,
+        context=before[-1:].cpu(),
+    )
+    out = {f"test_{k}": v for k, v in metrics.items()}
+    if data.level == "char" and "test_bpt" in out:
+        out["test_bpc"] = out["test_bpt"]
+    out["unigram_test_ppl"] = unigram_perplexity(data.train, data.test, len(data.vocab))
+    return out
+
+
+def _prepared_options(config: RunConfig, data: PreparedText, args):
+    """The data section with the token options a prepared corpus was made with; a flag that
+    asks for others is refused (they are chosen when preparing)."""
+    fixed = data.token_options()
+    given = given_flags(args)
+    clash = [k for k, v in fixed.items() if k in given and getattr(config.data, k) != v]
+    if clash:
+        made = ", ".join(f"{k.replace('_', '-')} {fixed[k]!r}" for k in clash)
+        raise ConfigError(
+            f"{data.path} was prepared with {made}; token options are chosen when preparing: "
+            "drop them here, or prepare the corpus again (tbptt prepare)",
+            options=tuple(f"data.{k}" for k in clash),
+        )
+    return dataclasses.replace(config.data, **fixed)
 
 
 def _check_same_data(found: tuple[Path, dict], data, digest: str) -> None:

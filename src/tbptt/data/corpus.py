@@ -7,16 +7,22 @@ host, verified by SHA-1 and cached. Where it is cached:
 2. the environment variable ``TBPTT_DATA_DIR``, else
 3. ``$XDG_CACHE_HOME/tbptt`` (``~/.cache/tbptt``).
 
-Any UTF-8 text file can be used instead of The Time Machine.
+Any text file can be used instead of The Time Machine: UTF-8, or any encoding
+its byte-order mark names (UTF-8, UTF-16 or UTF-32 with a BOM). A directory
+given as data is a corpus, never a cache: ``train.txt`` / ``valid.txt`` /
+``test.txt`` (the PTB and WikiText layout, :func:`corpus_files`), or documents.
+:func:`strip_gutenberg` removes a Project Gutenberg header and licence footer.
 """
 
 from __future__ import annotations
 
+import codecs
 import errno
 import hashlib
 import http.client
 import logging
 import os
+import re
 import secrets
 import time
 import urllib.error
@@ -26,7 +32,18 @@ from pathlib import Path
 
 from tbptt.errors import DataError
 
-__all__ = ["TIME_MACHINE", "RemoteFile", "default_data_dir", "fetch", "read_text", "load_corpus"]
+__all__ = [
+    "TIME_MACHINE",
+    "RemoteFile",
+    "default_data_dir",
+    "fetch",
+    "read_text",
+    "load_corpus",
+    "corpus_files",
+    "is_time_machine",
+    "strip_gutenberg",
+    "SPLIT_FILES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +222,33 @@ def fetch(
     return target
 
 
+# Byte-order marks, longest first (UTF-32's little-endian mark starts with UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
+)
+
+
+def _decode_marked(path: Path, raw: bytes) -> str | None:
+    """The text of a file that starts with a byte-order mark (None: no mark)."""
+    for bom, codec, name in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw[len(bom) :].decode(codec)
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"data file {path} starts with a {name} byte-order mark but is not valid "
+                    f"{name} (invalid bytes at offset {e.start + len(bom)}); convert it to UTF-8"
+                ) from e
+    return None
+
+
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file, refusing missing, empty and binary files with a clear message."""
+    """Read a text file (UTF-8, or the encoding its byte-order mark names), refusing missing,
+    empty and binary files with a clear message. Line ends are kept as they are."""
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"data file {path} does not exist; pass an existing UTF-8 text file")
@@ -216,12 +258,20 @@ def read_text(path: str | Path) -> str:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror}") from e
+    marked = _decode_marked(path, raw)
+    if marked is not None:
+        if not marked.strip():
+            raise DataError(f"data file {path} is empty; pass a file with text in it")
+        return marked
     if not raw.strip():
         raise DataError(f"data file {path} is empty; pass a file with text in it")
     if b"\x00" in raw:
-        raise DataError(f"data file {path} looks binary (it contains NUL bytes); pass UTF-8 text")
+        raise DataError(
+            f"data file {path} looks binary (it contains NUL bytes); pass UTF-8 text "
+            "(UTF-16 and UTF-32 files need their byte-order mark)"
+        )
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
             f"data file {path} is not UTF-8 text (invalid byte at offset {e.start}); "
@@ -229,17 +279,95 @@ def read_text(path: str | Path) -> str:
         ) from e
 
 
-def load_corpus(data: str | Path | None = None) -> tuple[str, Path]:
+def is_time_machine(path: str | Path) -> bool:
+    """Whether ``path`` is The Time Machine as tbptt downloads it (same size and SHA-1)."""
+    path = Path(path).expanduser()
+    try:
+        return (
+            path.is_file()
+            and path.stat().st_size == TIME_MACHINE.size
+            and (sha1_of(path) == TIME_MACHINE.sha1)
+        )
+    except OSError:
+        return False
+
+
+# The file names of a corpus directory (the layout of PTB, WikiText and PyTorch's example).
+SPLIT_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
+
+
+def corpus_files(directory: str | Path) -> dict[str, Path] | None:
+    """``{"train": ..., "valid": ..., "test": ...}`` of a corpus directory (``test``
+    only when there is a ``test.txt``), or None when ``directory`` holds no ``train.txt``.
+
+    Raises:
+        DataError: a ``train.txt`` without a ``valid.txt``.
+    """
+    directory = Path(directory).expanduser()
+    if not (directory / SPLIT_FILES["train"]).is_file():
+        return None
+    found = {k: directory / name for k, name in SPLIT_FILES.items() if (directory / name).is_file()}
+    if "valid" not in found:
+        raise DataError(
+            f"{directory} has a train.txt but no valid.txt; a corpus directory holds "
+            "train.txt and valid.txt (and test.txt), as PTB and WikiText do"
+        )
+    return found
+
+
+_GUTENBERG_START = re.compile(
+    r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK[^\n]*\n?",
+    re.IGNORECASE | re.MULTILINE,
+)
+_GUTENBERG_END = re.compile(
+    r"^[ \t]*(?:\*{3}[ \t]*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK"
+    r"|End of (?:the )?Project Gutenberg(?:'s)? E-?(?:Book|text))",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def strip_gutenberg(text: str, *, name: str = "the text") -> str:
+    """The body of a Project Gutenberg e-book: the text between the ``*** START OF THE
+    PROJECT GUTENBERG EBOOK ... ***`` line and the first ``*** END OF ...`` (or "End of
+    the Project Gutenberg EBook") line, without the blank lines around it, ending with
+    one line end. A text with neither marker is refused (it is no Gutenberg file).
+
+    Raises:
+        DataError: no start and no end marker in ``text``.
+    """
+    start = _GUTENBERG_START.search(text)
+    body_from = start.end() if start else 0
+    end = _GUTENBERG_END.search(text, body_from)
+    if start is None and end is None:
+        raise DataError(
+            f"{name} has no Project Gutenberg header or footer (no line '*** START OF THE "
+            "PROJECT GUTENBERG EBOOK' or '*** END OF ...'); drop the Gutenberg stripping"
+        )
+    body = text[body_from : end.start() if end else len(text)]
+    body = body.replace("\r\n", "\n").strip("\n")
+    if not body.strip():
+        raise DataError(f"{name} has no text between its Project Gutenberg header and footer")
+    return body + "\n"
+
+
+def load_corpus(
+    data: str | Path | None = None, *, cache_dir: str | Path | None = None
+) -> tuple[str, Path]:
     """Return ``(text, path)`` for ``data``.
 
-    ``data`` may be a text file (used as it is), a directory (The Time Machine
-    is cached there), or ``None`` (The Time Machine in the default cache).
+    ``data`` may be a text file (read as it is) or ``None`` (The Time Machine, cached in
+    ``cache_dir``, default :func:`default_data_dir`). A directory is refused: it is a
+    corpus (see :func:`corpus_files`, or documents), never a download cache.
     """
     if data is not None:
         p = Path(data).expanduser()
-        if not p.is_dir():
-            return read_text(p), p
-        path = fetch(TIME_MACHINE, p)
-    else:
-        path = fetch(TIME_MACHINE)
+        if p.is_dir():
+            raise DataError(
+                f"{p} is a directory; pass a text file, a directory holding train.txt and "
+                "valid.txt (test.txt optional), or a directory of documents; The Time Machine "
+                "is cached under $TBPTT_DATA_DIR (or the cache directory you give)",
+                options=("data.path",),
+            )
+        return read_text(p), p
+    path = fetch(TIME_MACHINE, cache_dir)
     return read_text(path), path

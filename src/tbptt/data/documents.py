@@ -111,16 +111,19 @@ def prepare_documents(
     normalization: str = "letters",
     valid_fraction: float = 0.1,
     min_freq: int = 1,
+    max_vocab: int = 0,
+    eos: bool = False,
 ) -> DocumentData:
     """Normalize and tokenize each document, join them with ``<doc>``, split and index.
 
     The split is contiguous (the last ``valid_fraction`` of the tokens is held
     out); the vocabulary comes from the training part and always holds ``<doc>``.
     """
-    indexer = TokenIndexer(level, specials=(DOC,))
+    eos = eos and level == "word"
+    indexer = TokenIndexer(level, specials=(DOC,), eos=eos)
     first: list[int] = []  # where each document's <doc> is
     for doc in documents:
-        text = normalize(doc, normalization)
+        text = normalize(doc, normalization, keep_lines=eos)
         if not text or (level == "word" and not text.split()):
             continue
         first.append(indexer.length)
@@ -135,7 +138,7 @@ def prepare_documents(
     if not 0.0 <= valid_fraction < 1.0:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")
     n_valid = int(round(n * valid_fraction))
-    vocab, indices = indexer.finish(n - n_valid, min_freq=min_freq)
+    vocab, indices = indexer.finish(n - n_valid, min_freq=min_freq, max_size=max_vocab)
     if DOC not in vocab:
         # <doc> only in the validation part: finish() mapped it to <unk>; append it
         vocab = Vocab(itos=[*vocab.itos, DOC])
@@ -154,4 +157,5 @@ def prepare_documents(
         train_starts=train_starts,
         valid_starts=valid_starts,
         documents=len(first),
+        eos=eos,
     )

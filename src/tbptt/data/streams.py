@@ -194,8 +194,14 @@ def split_stream(
     return tokens[: len(tokens) - n_valid], tokens[len(tokens) - n_valid :]
 
 
-def batchify(rows: torch.Tensor, batch_size: int, *, min_rows: int = 2) -> torch.Tensor:
-    """Lay (N, ...) rows into ``batch_size`` contiguous columns: (N // B, B, ...)."""
+def batchify(
+    rows: torch.Tensor, batch_size: int, *, min_rows: int = 2, copy: bool = True
+) -> torch.Tensor:
+    """Lay (N, ...) rows into ``batch_size`` contiguous columns: (N // B, B, ...).
+
+    ``copy=False``: a strided view of ``rows`` instead of a contiguous copy (no memory
+    beyond ``rows``, which may be a memory map; slice it, then make the slice contiguous).
+    """
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
     per_column = len(rows) // batch_size
@@ -205,7 +211,8 @@ def batchify(rows: torch.Tensor, batch_size: int, *, min_rows: int = 2) -> torch
             "use more data or a smaller batch size"
         )
     laid = rows[: per_column * batch_size].reshape(batch_size, per_column, *rows.shape[1:])
-    return laid.transpose(0, 1).contiguous()  # (N/B, B, ...)
+    laid = laid.transpose(0, 1)  # (N/B, B, ...)
+    return laid.contiguous() if copy else laid
 
 
 class SequentialStream:
@@ -216,17 +223,20 @@ class SequentialStream:
     epoch; ``restart()`` goes back to row 0 and the next window has ``reset=True``.
 
     ``data``: a :class:`StreamData`, or a (N,) token tensor (next-token layout).
+
+    The columns are strided views of the split (``batchify(..., copy=False)``), each
+    window made contiguous as it is handed out, so a split on a memory map
+    (:mod:`tbptt.data.prepared`) is read a window at a time and never copied whole.
     """
 
     def __init__(self, data: StreamData | torch.Tensor, batch_size: int):
         data = as_stream_data(data)
         self.next_token = data.next_token
-        self.data = batchify(data.inputs, batch_size, min_rows=2 if data.next_token else 1)
-        self.targets = None if data.next_token else batchify(data.targets, batch_size, min_rows=1)
-        self.starts = (
-            batchify(data.starts, batch_size, min_rows=1) if data.starts is not None else None
-        )
-        self.mask = batchify(data.mask, batch_size, min_rows=1) if data.mask is not None else None
+        lay = lambda t, rows: batchify(t, batch_size, min_rows=rows, copy=False)  # noqa: E731
+        self.data = lay(data.inputs, 2 if data.next_token else 1)
+        self.targets = None if data.next_token else lay(data.targets, 1)
+        self.starts = lay(data.starts, 1) if data.starts is not None else None
+        self.mask = lay(data.mask, 1) if data.mask is not None else None
         self.position = 0
 
     @property
@@ -252,16 +262,19 @@ class SequentialStream:
         start = self.position
         stop = start + min(length, self.steps - start)
         self.position = stop
+        rows = (
+            lambda t, shift=0: (  # noqa: E731
+                t[start + shift : stop + shift].contiguous() if t is not None else None
+            )
+        )
         if self.next_token:
-            targets = self.data[start + 1 : stop + 1]  # (T, B)
-            mask = self.mask[start + 1 : stop + 1] if self.mask is not None else None
+            targets, mask = rows(self.data, 1), rows(self.mask, 1)  # (T, B)
         else:
-            targets = self.targets[start:stop]  # (T, B, ...)
-            mask = self.mask[start:stop] if self.mask is not None else None
+            targets, mask = rows(self.targets), rows(self.mask)  # (T, B, ...)
         return Batch(
-            inputs=ids(self.data[start:stop]),  # (T, B, ...)
+            inputs=ids(rows(self.data)),  # (T, B, ...)
             targets=ids(targets),
-            resets=self.starts[start:stop] if self.starts is not None else None,  # (T, B)
+            resets=rows(self.starts),  # (T, B)
             mask=mask,
             reset=start == 0,
             position=start,

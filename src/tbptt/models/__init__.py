@@ -2,7 +2,7 @@
 (input adapter, recurrent stack, head) and the one model interface (:class:`RecurrentModel`)."""
 
 from tbptt.models.gating import ScaleGrad, apply_gate, detach_state, map_state, segments
-from tbptt.models.lm import ModelConfig, RecurrentLM, RecurrentNet
+from tbptt.models.lm import MODEL_KINDS, ModelConfig, RecurrentLM, RecurrentNet
 from tbptt.models.protocol import RecurrentModel
 from tbptt.models.recurrent import KINDS, Recurrent
 
@@ -12,6 +12,7 @@ __all__ = [
     "detach_state",
     "map_state",
     "segments",
+    "MODEL_KINDS",
     "ModelConfig",
     "RecurrentLM",
     "RecurrentNet",

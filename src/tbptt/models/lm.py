@@ -8,6 +8,10 @@ Shapes: inputs (T, B) token ids or (T, B, F) float features; outputs
     features (T, B, F)  -> linear (or identity)    -> (T, B, I)
                            Recurrent               -> (T, B, H)
                            dropout, linear head    -> (T, B, O)
+
+A language model's head may instead be an adaptive softmax
+(:mod:`tbptt.models.adaptive`: log-probabilities (T, B, V) in evaluation, per-target
+scoring in training) or share the embedding's weights (``tie_weights``).
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from tbptt.errors import ConfigError, DataError
+from tbptt.models.adaptive import AdaptiveHead, parse_cutoffs
 from tbptt.models.constraints import constrain_spectral_norm
 from tbptt.models.gating import State
+from tbptt.models.minimal import LINEAR_KINDS, LinearRecurrent
 from tbptt.models.recurrent import KINDS, Recurrent
 from tbptt.models.zoneout import check_rates, zoneout_forward
 
-__all__ = ["ModelConfig", "RecurrentLM", "RecurrentNet"]
+__all__ = ["MODEL_KINDS", "ModelConfig", "RecurrentLM", "RecurrentNet"]
+
+# the classic cells (tbptt.models.recurrent), then the linear recurrences (tbptt.models.minimal)
+MODEL_KINDS = KINDS + LINEAR_KINDS
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class ModelConfig:
     spectral_norm: float = 0.0
     input_size: int = 0
     output_size: int = 0
+    # language models: "" = a full softmax; "C1,C2,..." = an adaptive softmax cut at those
+    # token ids (tbptt.models.adaptive); tie_weights: the output layer reuses the embedding
+    adaptive_softmax: str = ""
+    tie_weights: bool = False
 
     @property
     def tokens(self) -> bool:
@@ -81,8 +94,21 @@ class ModelConfig:
     def check(self) -> None:
         """Raise one :class:`ConfigError` listing every invalid option."""
         problems = []
-        if self.kind not in KINDS:
-            problems.append(f"unknown model {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.kind not in MODEL_KINDS:
+            problems.append(
+                f"unknown model {self.kind!r}; expected one of {', '.join(MODEL_KINDS)}"
+            )
+        if self.kind in LINEAR_KINDS and self.spectral_norm:
+            problems.append(
+                f"spectral_norm bounds a recurrent weight matrix, which the {self.kind} model "
+                f"has none of (its recurrence is element-wise, |a_t| <= 1); got spectral_norm="
+                f"{self.spectral_norm}, use 0"
+            )
+        if self.kind in LINEAR_KINDS and self.zoneout_cell:
+            problems.append(
+                f"zoneout_cell applies to the LSTM's cell state; the {self.kind} model has one "
+                f"state (use zoneout), got zoneout_cell={self.zoneout_cell}"
+            )
         if self.vocab_size < 0 or self.vocab_size == 1:
             problems.append(f"vocabulary size must be at least 2, got {self.vocab_size}")
         if (self.vocab_size > 0) == (self.input_size > 0):
@@ -94,12 +120,39 @@ class ModelConfig:
             problems.append(
                 f"output size must be at least 1 (0 = the vocabulary size), got {self.output_size}"
             )
+        problems += self._output_problems()
         if self.embedding_size < 0:
             problems.append(
                 f"embedding size must be >= 0 (0 = one-hot or identity), got {self.embedding_size}"
             )
         if problems:
             raise ConfigError("; ".join(problems))
+
+    def _output_problems(self) -> list[str]:
+        """What is wrong with the adaptive softmax and weight-tying options."""
+        problems = []
+        lm = self.tokens and not self.output_size
+        if self.adaptive_softmax:
+            if not lm:
+                problems.append("an adaptive softmax is an output layer over a vocabulary (lm)")
+            else:
+                try:
+                    parse_cutoffs(self.adaptive_softmax, self.vocab_size)
+                except ConfigError as e:
+                    problems.append(str(e))
+        if self.tie_weights:
+            if not lm:
+                problems.append(
+                    "weight tying shares a vocabulary's embedding with its output layer"
+                )
+            elif self.adaptive_softmax:
+                problems.append("weight tying applies to the full softmax, not an adaptive one")
+            elif self.embedding_size != self.hidden_size:
+                problems.append(
+                    f"weight tying needs the embedding size equal to the hidden size "
+                    f"{self.hidden_size}, got {self.embedding_size}"
+                )
+        return problems
 
 
 class RecurrentNet(nn.Module):
@@ -124,17 +177,37 @@ class RecurrentNet(nn.Module):
         elif not config.tokens and config.embedding_size:
             self.embedding = nn.Linear(config.input_size, config.embedding_size)
         width = config.embedding_size or (config.vocab_size if config.tokens else config.input_size)
-        self.recurrent = Recurrent(
+        linear = config.kind in LINEAR_KINDS  # zoneout runs inside its scan
+        self.recurrent = (LinearRecurrent if linear else Recurrent)(
             config.kind,
             input_size=width,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
             dropout=config.dropout,
+            **({"zoneout": config.zoneout} if linear else {}),
         )
         if config.spectral_norm:
             constrain_spectral_norm(self.recurrent, config.spectral_norm)
-        self.head = nn.Linear(config.hidden_size, config.head_size)
+        if config.adaptive_softmax:
+            cutoffs = parse_cutoffs(config.adaptive_softmax, config.vocab_size)
+            self.head = AdaptiveHead(config.hidden_size, config.vocab_size, cutoffs)
+        else:
+            self.head = nn.Linear(config.hidden_size, config.head_size)
+        if config.tie_weights:  # Press & Wolf 2017, Inan et al. 2017: (V, H) is (V, E)
+            self.head.weight = self.embedding.weight
         self.drop = nn.Dropout(config.dropout)
+
+    @torch.no_grad()
+    def start_at_unigram(self, counts: torch.Tensor) -> None:
+        """Set a language model's output bias to the add-one smoothed log-frequencies of the
+        training tokens, ``counts`` (V,): before any step its prediction is about the unigram
+        baseline, which an optimizer moving each weight by ~lr per step would otherwise need
+        thousands of steps to learn at a word vocabulary."""
+        log_p = torch.log((counts.double() + 1) / (counts.sum() + len(counts)))  # (V,)
+        if isinstance(self.head, AdaptiveHead):
+            self.head.init_bias(log_p.to(self.head.weight.dtype))
+        else:
+            self.head.bias.copy_(log_p)
 
     def initial_state(self, batch_size: int) -> State:
         return self.recurrent.initial_state(batch_size)
@@ -188,7 +261,8 @@ class RecurrentNet(nn.Module):
         resets: torch.Tensor | None = None,
         path: str = "auto",
     ) -> tuple[torch.Tensor, State]:
-        if self.config.zoneout > 0 or (self.config.zoneout_cell or 0) > 0:
+        zoned = self.config.zoneout > 0 or (self.config.zoneout_cell or 0) > 0
+        if zoned and self.config.kind not in LINEAR_KINDS:
             outputs, state = zoneout_forward(
                 self.recurrent,
                 self.embed(inputs),

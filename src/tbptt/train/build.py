@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 
+import torch
 from torch import nn
 
-from tbptt.data.dataset import Dataset
+from tbptt.data.dataset import Dataset, TextData
+from tbptt.data.streams import ids
+from tbptt.models.adaptive import frequency_cutoffs
 from tbptt.models.custom import StatefulModule
 from tbptt.models.influence import InfluenceBalancing
 from tbptt.models.lm import ModelConfig, RecurrentNet
@@ -36,16 +39,35 @@ def model_config_for(
     )
     if not shape.vocab_size and "embedding_size" not in options and "embedding_size" not in given:
         changes["embedding_size"] = 0
-    return dataclasses.replace(base or ModelConfig(), **changes)
+    config = dataclasses.replace(base or ModelConfig(), **changes)
+    return _resolved_output(config, data, explicit=set(options) | set(given))
+
+
+def _resolved_output(config: ModelConfig, data: Dataset, *, explicit: Collection[str]):
+    """An adaptive softmax's ``auto`` cut-offs chosen from the training token counts; weight
+    tying's embedding width set to the hidden size unless it was given."""
+    changes = {}
+    if config.adaptive_softmax == "auto" and config.vocab_size and not config.output_size:
+        tokens = ids(data.train_split().inputs)
+        counts = torch.bincount(tokens.long(), minlength=config.vocab_size)  # (V,)
+        changes["adaptive_softmax"] = ",".join(map(str, frequency_cutoffs(counts)))
+    if config.tie_weights and "embedding_size" not in explicit:
+        changes["embedding_size"] = config.hidden_size
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def build_model(config: RunConfig, data: Dataset) -> nn.Module:
     """The model a run trains: the one a task requires (influence balancing), else the built-in
-    model of ``config.model``."""
+    model of ``config.model`` (at word level, with its output bias at the training unigram
+    log-frequencies)."""
     if getattr(data, "model", None) == "influence":
         params = data.params
         return StatefulModule(InfluenceBalancing(n=params["n"], p=params["p"]), batch_dim=-2)
-    return RecurrentNet(config.model)
+    model = RecurrentNet(config.model)
+    if isinstance(data, TextData) and data.level == "word" and not config.model.output_size:
+        # a word vocabulary: start from the unigram baseline (RecurrentNet.start_at_unigram)
+        model.start_at_unigram(torch.bincount(data.train.long(), minlength=len(data.vocab)))
+    return model
 
 
 def build_objective(config: RunConfig, data: Dataset) -> Objective:

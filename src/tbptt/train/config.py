@@ -96,6 +96,7 @@ class TrainConfig:
     strategy: str = "regular:35"
     batch_size: int = 32
     epochs: int = field(default=10, metadata=RESUMABLE)  # extends or shortens the run
+    max_steps: int = field(default=0, metadata=RESUMABLE)  # > 0: stop after this many steps
     optimizer: str = "adam"
     lr: float = 5e-3
     lr_schedule: str = "cosine"
@@ -123,6 +124,8 @@ class TrainConfig:
             problems.append(f"batch size must be >= 1, got {self.batch_size}")
         if self.epochs < 0:
             problems.append(f"epochs must be >= 0, got {self.epochs}")
+        if self.max_steps < 0:
+            problems.append(f"max steps must be >= 0 (0: no limit), got {self.max_steps}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(
                 f"unknown optimizer {self.optimizer!r}, expected one of {', '.join(OPTIMIZERS)}"
@@ -215,6 +218,7 @@ class OutputConfig:
     temperature: float = field(default=0.7, metadata=RESUMABLE)
     progress: bool = field(default=True, metadata=RESUMABLE)
     threads: int | None = field(default=None, metadata=RESUMABLE)
+    tensorboard: str | None = field(default=None, metadata=RESUMABLE)  # a log directory
 
     def problems(self) -> list[str]:
         problems = []
@@ -279,6 +283,9 @@ class RunConfig:
                     if problem:
                         problems.append(problem)
             sections[name] = values
+        if "normalize" in sections["data"] and "eos" not in sections["data"]:
+            # saved before the end-of-line token existed: that run had none
+            sections["data"]["eos"] = False
         if problems:
             raise ConfigError("invalid run configuration: " + "; ".join(problems))
         return cls(**{name: _SECTIONS[name](**values) for name, values in sections.items()})

@@ -27,7 +27,7 @@ from tbptt.data.streams import Batch, StreamData, as_stream_data, ids
 from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.tree import State
 
-__all__ = ["evaluation_batch", "evaluate", "predict", "unigram_perplexity"]
+__all__ = ["evaluation_batch", "evaluate", "score", "predict", "unigram_perplexity"]
 
 
 def _columns(rows: torch.Tensor, batch_size: int, fill) -> torch.Tensor:
@@ -117,6 +117,25 @@ def evaluate(
         for key, value in objective.statistics(outputs, batch.targets[rows], mask).items():
             sums[key] = sums.get(key, 0.0) + value
     return sums
+
+
+def score(
+    model: nn.Module,
+    split: StreamData | torch.Tensor,
+    *,
+    objective: Objective | None = None,
+    batch_size: int = 16,
+    window: int = 256,
+    context: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """The objective's metrics (``{"loss", "ppl", "bpt"}`` for a language model) on a whole
+    split, scored as validation is: laid into ``batch_size`` columns, state carried,
+    every row counted; ``context`` (a next-token split) the token before its first one,
+    e.g. the last validation token for a test file that follows it."""
+    objective = objective or LanguageModel()
+    device = next(model.parameters()).device
+    batch = evaluation_batch(split, batch_size, context=context).to(device)
+    return objective.summary(evaluate(model, batch, objective=objective, window=window))
 
 
 def predict(

@@ -1,4 +1,5 @@
-"""Generation from a prefix: greedy, or sampled with a temperature, top-k and nucleus (top-p).
+"""Generation from a prefix: greedy, or sampled with a temperature, top-k and nucleus (top-p);
+and :func:`forecast`, the next steps of a series from its history.
 
 Sampling draws from softmax(logits / temperature) restricted to the ``top_k``
 most likely tokens and then to the smallest set of most likely tokens whose
@@ -18,7 +19,7 @@ from torch import nn
 
 from tbptt.errors import ConfigError, NonFiniteError
 
-__all__ = ["generate", "check_sampling"]
+__all__ = ["generate", "check_sampling", "forecast"]
 
 
 @torch.no_grad()
@@ -116,3 +117,59 @@ def _check_finite(logits: torch.Tensor, index: int, prefix_length: int) -> None:
             "drawn; train with a lower learning rate or a gradient clip (or a shorter prefix)",
             options=("train.lr", "train.clip"),
         )
+
+
+@torch.no_grad()
+def forecast(
+    model: nn.Module, history: torch.Tensor, steps: int, *, horizon: int = 1, feedback: bool
+) -> torch.Tensor:
+    """The next ``steps`` target rows after ``history`` (P, F), from a model trained at ``horizon``.
+
+    The model's output at row t is its forecast of the target at row t + h (h = ``horizon``),
+    so after reading the history the last h outputs forecast rows P .. P + h - 1. Further
+    rows need inputs the history does not have: with ``feedback`` (the inputs are the
+    target columns, as in autoregressive forecasting) each forecast row is fed back as
+    the input of its row, so the output at row P + j forecasts row P + j + h. Equivalent to::
+
+        rows = history                                  # (P, F)
+        for j in range(steps):                          # the forecast of row P + j
+            outputs, _ = model(rows[:, None])           # a fresh state, every row again
+            out[j] = outputs[P + j - h, 0]
+            if feedback and j + 1 >= h:
+                rows = cat(rows, out[j + 1 - h])        # the forecast row as an input row
+
+    (the state is carried instead of running the rows again). Values are in the units the
+    model was trained in (standardized, for :class:`~tbptt.data.SeriesData`).
+
+    Returns:
+        (steps, D) forecasts.
+
+    Raises:
+        ConfigError: more than ``horizon`` steps without ``feedback``, a history shorter than
+            ``horizon``, or ``steps`` < 1.
+    """
+    P = history.shape[0]
+    if steps < 1:
+        raise ConfigError(f"Expected at least 1 step to forecast, got {steps}")
+    if P < horizon:
+        raise ConfigError(f"Expected a history of at least the horizon h = {horizon} rows, got {P}")
+    if steps > horizon and not feedback:
+        raise ConfigError(
+            f"a model trained at horizon {horizon} reading other columns than its targets "
+            f"forecasts at most {horizon} step(s) ahead, {steps} asked for; ask for at most "
+            f"{horizon}, or train on the target columns alone (they are then fed back)"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        outputs, state = model(history.to(device).unsqueeze(1))  # (P, 1, D)
+        rows = list(outputs[P - horizon :, 0])  # forecasts of rows P .. P + h - 1, (D,) each
+        fed = 0
+        while len(rows) < steps:  # feed forecast row P + fed back, read row P + fed + h
+            outputs, state = model(rows[fed].view(1, 1, -1), state)  # (1, 1, D)
+            rows.append(outputs[0, 0])
+            fed += 1
+    finally:
+        model.train(was_training)
+    return torch.stack(rows[:steps]).cpu()  # (steps, D)

@@ -27,6 +27,11 @@ objective      training loss               reported (``val_<name>``)
                was standardized)           data's own units (``scale``)
 =============  =========================  ======================================
 
+Under an adaptive softmax (:mod:`tbptt.models.adaptive`) the ``lm`` loss is the same
+sum of -log p(target): in training the model's outputs are scored per target
+(:class:`~tbptt.models.adaptive.AdaptiveOutputs`), in evaluation they are the full
+log-probabilities, whose cross-entropy is that same sum.
+
 Your own loss: ``PerStepLoss(fn)``, with ``fn(outputs, targets) -> (T, B)``
 per-row losses, trains like the others and reports ``loss``.
 """
@@ -42,6 +47,7 @@ import torch.nn.functional as F
 
 from tbptt.data.streams import StreamData, ids
 from tbptt.errors import ConfigError
+from tbptt.models.adaptive import AdaptiveOutputs
 
 __all__ = [
     "Objective",
@@ -108,6 +114,8 @@ class LanguageModel:
     higher_is_better = False
 
     def loss_sum(self, outputs, targets, mask=None):
+        if isinstance(outputs, AdaptiveOutputs):  # an adaptive softmax: the same sum of -log p
+            return outputs.loss_sum(ids(targets), mask)
         targets = ids(targets)  # a split may store ids in a narrow type
         if mask is not None:
             targets = targets.masked_fill(~mask, IGNORE)
@@ -117,6 +125,8 @@ class LanguageModel:
 
     def statistics(self, outputs, targets, mask=None):
         targets = ids(targets)
+        if isinstance(outputs, AdaptiveOutputs):
+            outputs = outputs.log_probs()  # (T, B, V): the metrics of the full distribution
         if mask is not None:
             targets = targets.masked_fill(~mask, IGNORE)
         return {

@@ -49,6 +49,7 @@ class RunState:
             "objective",
             "valid_batch",
             "_state_shapes",
+            "online",  # its sensitivities are saved under "online"
         }
     )
 
@@ -85,6 +86,10 @@ class RunState:
                 if hasattr(self.strategy, "state_dict")
                 else None,
                 "config": self.config.to_dict(),
+                # rtrl / snap sensitivities, uoro's rank-one factors (tbptt.train.online)
+                "online": self.online.state_dict()
+                if getattr(self, "online", None) is not None
+                else None,
             }
         )
 
@@ -100,6 +105,12 @@ class RunState:
             CheckpointError: the state belongs to another configuration or model, or is
                 incomplete or malformed (one line naming the key); nothing is changed then.
         """
+        if isinstance(d, dict) and d.get("world_size", 1) != 1:  # tbptt.train.distributed
+            raise CheckpointError(
+                f"the checkpoint was written by {d['world_size']} processes (torchrun) and this "
+                f"run is one process; resume with torchrun --nproc-per-node {d['world_size']}, "
+                "or start a new run"
+            )
         d = self._validated(d)
         check_compatible(
             {"train": d.get("config") or {}},
@@ -142,6 +153,8 @@ class RunState:
             self._epoch_skipped,
         ) = d["epoch_partial"]
         self.generator.set_state(d["generator"])
+        if getattr(self, "online", None) is not None:
+            self.online.load_state_dict(d.get("online") or {"s": None}, self.device)
         if d.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(d["strategy"])
         self._note_schedule_change(d.get("config") or {})

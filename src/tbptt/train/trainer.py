@@ -32,6 +32,7 @@ from torch import nn
 
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
 from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.train.adaptive import adapt
 from tbptt.train.budget import check_full_memory
 from tbptt.train.config import TrainConfig, build_optimizer
 from tbptt.train.engine import Context, run_window
@@ -46,9 +47,12 @@ from tbptt.train.guards import (
 )
 from tbptt.train.metrics import MetricsWriter
 from tbptt.train.objectives import Objective, default_objective, make_objective
+from tbptt.train.online import build_estimator, online_window
 from tbptt.train.runstate import RunState
 from tbptt.tree import State, detach_state
 from tbptt.truncation import Strategy, Window, parse_strategy
+from tbptt.truncation.adaptive import AdaptiveTruncation
+from tbptt.truncation.online import OnlineStrategy
 
 __all__ = ["Trainer", "MEASURED_FIELDS"]
 
@@ -135,6 +139,23 @@ class Trainer(RunState):
         # A full-sequence window whose graph cannot fit is refused before the first step.
         check_full_memory(self.model, self.strategy, self.stream, objective=self.objective)
         self.optimizer = build_optimizer(config, self.model.parameters())
+        # Online strategies carry sensitivities with the state (an exact RTRL that cannot fit
+        # is refused here, before the first step); they and adaptive truncation need the
+        # stream in order.
+        if (
+            isinstance(strategy, (OnlineStrategy, AdaptiveTruncation))
+            and config.sampling == "random"
+        ):
+            raise ConfigError(
+                f"{strategy.spec} follows the stream in order (its state is never cut, or its "
+                "bias is measured on it), got random sampling; use sequential sampling",
+                options=("train.sampling", "train.strategy"),
+            )
+        self.online = (
+            build_estimator(strategy, self.model, self.objective, batch_size=config.batch_size)
+            if isinstance(strategy, OnlineStrategy)
+            else None
+        )
         self.metrics = metrics or MetricsWriter(None)
         # The whole validation split, laid out once; a next-token split's first token is
         # predicted from the last training token.
@@ -179,27 +200,14 @@ class Trainer(RunState):
         model, opt = self.model, self.optimizer
         model.train()
         batch_size = inputs.shape[1]
-        if reset or window.reset or self.state is None:
-            state = self._initial_state(batch_size)
-            self.context = None
+        if self.online is not None:  # rtrl, uoro, snap: the gradient carried forward in time
+            loss_sum, state, context = self._online_gradient(
+                inputs, targets, window, reset, resets, mask
+            )
         else:
-            state = detach_state(self._checked_carried_state(batch_size))
-        # Lookback, checkpointing and resets are the engine's (shared with sequence_gradient).
-        result = run_window(
-            model,
-            inputs,
-            targets,
-            state,
-            window,
-            resets=resets,
-            mask=mask,
-            context=self.context,
-            objective=self.objective,
-        )
-        loss_sum, state = result.loss_sum, result.state
-        loss = loss_sum / (batch_size * (window.loss_length or self.reference_length))
-        opt.zero_grad(set_to_none=True)
-        self._backward(loss)
+            loss_sum, state, context = self._window_gradient(
+                inputs, targets, window, reset, resets, mask
+            )
         max_norm = self.config.clip if self.config.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         loss_value, norm_value = torch.stack(
@@ -207,6 +215,7 @@ class Trainer(RunState):
         ).tolist()
         rows = inputs.shape[0] * batch_size
         counted = rows if mask is None else int(mask.sum())
+        loss_value, counted, rows = self._step_totals(loss_value, counted, rows)
         finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         lr = self.current_lr() * window.lr_scale
         if finite:
@@ -214,7 +223,7 @@ class Trainer(RunState):
                 group["lr"] = lr
             opt.step()
             self.state = detach_state(state)
-            self.context = result.context
+            self.context = context
         elif self.config.nonfinite == "skip":
             check_finite_weights(self.model, epoch=self.epoch + 1, step=self.step + 1)
             self.skipped += 1
@@ -243,6 +252,65 @@ class Trainer(RunState):
             "tokens": rows,  # rows read: steps x streams (tokens of a text)
             "counted": counted,  # rows whose loss counts
         }
+
+    def _window_gradient(self, inputs, targets, window, reset, resets, mask):
+        """Backpropagate one window; returns (its loss sum, final state, lookback context)."""
+        opt = self.optimizer
+        batch_size = inputs.shape[1]
+        if reset or window.reset or self.state is None:
+            state = self._initial_state(batch_size)
+            self.context = None
+        else:
+            state = detach_state(self._checked_carried_state(batch_size))
+        result = self._run_window(
+            inputs, targets, state, window, resets=resets, mask=mask, context=self.context
+        )
+        loss_sum, state = result.loss_sum, result.state
+        loss = loss_sum / (batch_size * (window.loss_length or self.reference_length))
+        opt.zero_grad(set_to_none=True)
+        self._backward(loss)
+        return loss_sum, state, result.context
+
+    def _run_window(self, inputs, targets, state, window, *, resets, mask, context):
+        """One window's forward (a :class:`~tbptt.train.engine.WindowResult`). Lookback,
+        checkpointing and resets are the engine's (shared with sequence_gradient); a
+        distributed trainer runs it under DistributedDataParallel."""
+        return run_window(
+            self.model,
+            inputs,
+            targets,
+            state,
+            window,
+            resets=resets,
+            mask=mask,
+            context=context,
+            objective=self.objective,
+        )
+
+    def _step_totals(self, loss_sum: float, counted: int, rows: int) -> tuple[float, int, int]:
+        """A step's loss sum, counted rows and rows read, over every process of the job
+        (one process: as they are; a distributed trainer sums them over its ranks)."""
+        return loss_sum, counted, rows
+
+    def _online_gradient(self, inputs, targets, window, reset, resets, mask):
+        """The online estimator's gradient of the window's rows (:mod:`tbptt.train.online`),
+        left in ``.grad``; returns (loss sum, state after the window, no context)."""
+        batch_size = inputs.shape[1]
+        fresh = reset or window.reset or self.state is None or self.online.s is None
+        if not fresh:
+            self._checked_carried_state(batch_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = online_window(
+            self.online,
+            inputs,
+            targets,
+            start=self._initial_state(batch_size) if fresh else None,
+            scale=1.0 / (batch_size * (window.loss_length or self.reference_length)),
+            resets=resets,
+            mask=mask,
+            generator=self.generator,
+        )
+        return loss_sum, self.online.state, None
 
     # -- guards (the checks themselves: tbptt.train.guards) ----------------------------
 
@@ -313,6 +381,10 @@ class Trainer(RunState):
         epoch, and the stream restarts as after a complete one.
         """
         stream, strategy = self.stream, self.strategy
+        # adaptive:DELTA re-chooses K from measured bias at an epoch's start (tbptt.train.adaptive)
+        if isinstance(strategy, AdaptiveTruncation) and stream.position == 0:
+            if strategy.due(self.epoch):
+                adapt(strategy, self.model, stream, objective=self.objective)
         windows = 0
         while (remaining := stream.remaining()) > 0:
             if stop is not None and windows > 0 and stop():
@@ -358,6 +430,8 @@ class Trainer(RunState):
                 "fraction": fraction,
             }
         )
+        if isinstance(strategy, AdaptiveTruncation):  # the K of this epoch and its bias
+            record.update(adaptive_k=strategy.k, adaptive_bias=strategy.bias)
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
@@ -388,9 +462,13 @@ class Trainer(RunState):
         """Train until ``epochs`` (default: the config's) epochs are complete; returns epoch records.
 
         ``stop``: a budget check (see :meth:`train_epoch`); training ends as soon as it
-        returns True, between windows.
+        returns True, between windows, or once ``config.max_steps`` (if > 0) optimizer steps
+        are taken (the epoch under way ends there, evaluated, as a stopped one).
         """
         target = self.config.epochs if epochs is None else epochs
+        if self.config.max_steps > 0:
+            budget, limit = stop, self.config.max_steps
+            stop = lambda: self.step >= limit or (budget is not None and budget())  # noqa: E731
         records = []
         while self.epoch < target:
             if stop is not None and stop():

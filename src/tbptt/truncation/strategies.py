@@ -31,6 +31,10 @@ Strategies (spec grammar ``name[:arg[,arg...]][,key=value...]``):
                              base K w.p. 0.95 else K/2, length max(5,
                              int(N(base, 5))), learning rate times length / K
                              (``p=P``, ``sd=S``, ``min=M`` change 0.95, 5, 5).
+``adaptive:D``               ``regular:K`` with K re-chosen from measured bias
+                             (:mod:`tbptt.truncation.adaptive`).
+``rtrl``, ``uoro``,          online: the gradient carried forward with the state,
+``snap:N``                   never cut (:mod:`tbptt.truncation.online`).
 ===========================  ====================================================
 
 Every strategy's ``spec`` is written so that ``parse_strategy(s.spec)`` gives back
@@ -44,8 +48,10 @@ import math
 from collections.abc import Callable
 
 from tbptt.errors import SpecError
+from tbptt.truncation.adaptive import AdaptiveTruncation, parse_adaptive
 from tbptt.truncation.base import Strategy, Window
 from tbptt.truncation.deterministic import FullBPTT, K1K2Truncation, RegularTruncation
+from tbptt.truncation.online import OnlineStrategy, parse_online
 from tbptt.truncation.stochastic import RandomizedTruncation, VariableLength
 
 __all__ = [
@@ -56,6 +62,8 @@ __all__ = [
     "RandomizedTruncation",
     "K1K2Truncation",
     "VariableLength",
+    "OnlineStrategy",
+    "AdaptiveTruncation",
     "STRATEGIES",
     "register",
     "parse_strategy",
@@ -123,6 +131,8 @@ register("regular", _regular)
 register("randomized", _randomized)
 register("k1k2", _k1k2)
 register("variable", _variable)
+for _name, _factory in (parse_online() | parse_adaptive()).items():  # online.py, adaptive.py
+    register(_name, _factory)
 
 
 def _int(text: str, what: str) -> int:
@@ -156,7 +166,8 @@ def parse_strategy(spec: str | Strategy) -> Strategy:
     if name not in STRATEGIES:
         raise SpecError(
             f"unknown strategy {spec!r}; expected one of {', '.join(sorted(STRATEGIES))} "
-            "(e.g. full, full:checkpoint, regular:35, randomized:35, k1k2:10,35, variable:35)"
+            "(e.g. full, full:checkpoint, regular:35, randomized:35, k1k2:10,35, variable:35, "
+            "rtrl, uoro, snap:1)"
         )
     if _ and not rest.strip():
         raise SpecError(f"strategy {spec!r} has a ':' but no arguments after it")

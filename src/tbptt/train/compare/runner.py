@@ -381,4 +381,4 @@ def _sample(model, data: Dataset, config: CompareConfig, seed: int) -> str:
     ids = generate(
         model, prefix, config.sample_length, temperature=config.temperature, generator=generator
     )
-    return data.decode(prefix.tolist()) + data.separator + data.decode(ids)
+    return data.decode([*prefix.tolist(), *ids])  # one text: <eos> is a line end
