@@ -16,8 +16,7 @@ suffix, for writers that pick the format from it): ``.config.json.ab12cd.tmp``,
 those a killed process left behind.
 
 Prepared token directories (``tbptt prepare``, in the data layer) are written with
-the same functions, so they live here, below every layer that writes files;
-``tbptt.train.checkpoint.atomic`` re-exports them.
+the same functions, so they live here, below every layer that writes files.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from tbptt.analysis import load_model
+from tbptt.atomic import write_atomically
 from tbptt.cli.common import build_objective, check_device, format_metric
 from tbptt.data import TextData
 from tbptt.data.series import SeriesData, read_table
 from tbptt.errors import ConfigError, DataError
-from tbptt.train.checkpoint.atomic import write_atomically
 from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.generate import check_sampling, forecast, generate
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from tbptt.atomic import replacing, write_atomically
 from tbptt.cli.common import format_metric
 from tbptt.data.dataset import TextData
 from tbptt.report import plot_predictions
 from tbptt.train import RunConfig, generate
-from tbptt.train.checkpoint.atomic import replacing, write_atomically
 from tbptt.train.evaluate import predict
 
 __all__ = ["resume_line", "epoch_metrics", "closing_line", "sample", "write_predictions"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tbptt.atomic import remove_debris
 from tbptt.cli.common import (
     FLAG_KEYS,
     add_data_arguments,
@@ -51,7 +52,6 @@ from tbptt.train.checkpoint import (
     replacing,
     write_atomically,
 )
-from tbptt.train.checkpoint.atomic import remove_debris
 from tbptt.train.distributed import (
     DistributedTrainer,
     Group,

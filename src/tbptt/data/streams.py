@@ -262,11 +262,10 @@ class SequentialStream:
         start = self.position
         stop = start + min(length, self.steps - start)
         self.position = stop
-        rows = (
-            lambda t, shift=0: (  # noqa: E731
-                t[start + shift : stop + shift].contiguous() if t is not None else None
-            )
-        )
+
+        def rows(t, shift=0):
+            return t[start + shift : stop + shift].contiguous() if t is not None else None
+
         if self.next_token:
             targets, mask = rows(self.data, 1), rows(self.mask, 1)  # (T, B)
         else:

@@ -36,6 +36,7 @@ from torch import nn
 
 from tbptt.errors import ConfigError
 from tbptt.models.gating import State
+from tbptt.models.recurrent import check_sizes
 from tbptt.models.scan import linear_scan
 
 __all__ = ["LINEAR_KINDS", "LinearRecurrent"]
@@ -75,15 +76,7 @@ class LinearRecurrent(nn.Module):
         super().__init__()
         if kind not in LINEAR_KINDS:
             raise ConfigError(f"unknown model {kind!r}; expected one of {', '.join(LINEAR_KINDS)}")
-        for name, value in (
-            ("input size", input_size),
-            ("hidden size", hidden_size),
-            ("layers", num_layers),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        check_sizes(input_size, hidden_size, num_layers, dropout)
         if not 0.0 <= zoneout <= 1.0:
             raise ConfigError(f"zoneout rate must be in [0, 1], got {zoneout}")
         self.kind, self.hidden_size, self.num_layers = kind, hidden_size, num_layers

@@ -64,6 +64,19 @@ FUSED_MIN_STRETCH = {"cpu": 6, "cuda": 5}
 FUSED_ONLY_UNCUT = {"cpu": ("gru", "rnn", "relu")}
 
 
+def check_sizes(input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
+    """Refuse a layer stack's sizes (each at least 1) or dropout (in [0, 1)) in one line."""
+    for name, value in (
+        ("input size", input_size),
+        ("hidden size", hidden_size),
+        ("layers", num_layers),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+
+
 def _reset_streams(state: State, reset: torch.Tensor) -> State:
     """Zero the (L, B, H) state of the streams where ``reset`` (B,) is True.
 
@@ -114,15 +127,7 @@ class Recurrent(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ConfigError(f"unknown model {kind!r}; expected one of {', '.join(KINDS)}")
-        for name, value in (
-            ("input size", input_size),
-            ("hidden size", hidden_size),
-            ("layers", num_layers),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        check_sizes(input_size, hidden_size, num_layers, dropout)
         self.kind, self.hidden_size, self.num_layers, self.dropout = (
             kind,
             hidden_size,

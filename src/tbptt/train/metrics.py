@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tbptt.train.checkpoint.atomic import write_all, write_error
+from tbptt.atomic import write_all, write_error
 
 __all__ = ["MetricsWriter", "read_metrics", "file_sha256"]
 

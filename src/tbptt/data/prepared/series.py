@@ -16,18 +16,13 @@ memory once, when it is prepared; training then reads the rows from the maps.
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tbptt.atomic import fsync_directory, os_error_in, write_error
 from tbptt.data.prepared.format import FORMAT, META, STARTS, VERSION
-from tbptt.data.prepared.write import _check_target, _install, _Writer
+from tbptt.data.prepared.write import _check_target, _Writer, write_prepared
 from tbptt.data.series import SeriesData, Standardizer, prepare_series
 from tbptt.data.streams import StreamData
 from tbptt.errors import DataError
@@ -51,13 +46,8 @@ def prepare_series_file(
     _check_target(out, overwrite)
     data = prepare_series(path, **options)
     n_train, n_valid = len(data.train), len(data.valid)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-        tmp.mkdir()
-    except OSError as e:
-        raise write_error(out, e) from e
-    try:
+
+    def fill(tmp: Path) -> dict:
         files = {}
         for name, key in ((INPUTS, "inputs"), (TARGETS, "targets")):
             writer = _Writer(tmp / name)
@@ -69,7 +59,7 @@ def prepare_series_file(
             for split in (data.train, data.valid):
                 writer.write(split.starts.numpy())
             files[STARTS] = writer.close()
-        meta = {
+        return {
             "format": FORMAT,
             "version": VERSION,
             "kind": "series",
@@ -91,19 +81,8 @@ def prepare_series_file(
             "source": {"path": str(Path(path).expanduser().resolve())},
             "files": files,
         }
-        with open(tmp / META, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_directory(tmp)
-        _install(tmp, out, overwrite)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (cause := os_error_in(e)) is not None and not isinstance(e, DataError):
-            raise write_error(out, cause) from e
-        raise
-    return meta
+
+    return write_prepared(out, overwrite, fill)
 
 
 def _check_series_meta(path: Path, meta: dict) -> None:

@@ -222,6 +222,33 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_prepared(out: Path, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
+    """Write a prepared directory atomically: ``fill(tmp)`` writes the data files into a
+    fresh temporary directory beside ``out`` and returns the metadata, which is written
+    last; the directory then replaces ``out``. Nothing is left behind on failure."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+        tmp.mkdir()
+    except OSError as e:
+        raise write_error(out, e) from e
+    try:
+        meta = fill(tmp)
+        with open(tmp / META, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_directory(tmp)
+        _install(tmp, out, overwrite)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (cause := os_error_in(e)) is not None and not isinstance(e, DataError):
+            raise write_error(out, cause) from e
+        raise
+    return meta
+
+
 def prepare(
     source: str | Path,
     out: str | Path,
@@ -282,15 +309,9 @@ def prepare(
         vocab = Vocab(itos=[*vocab.itos, DOC])
     dtype = file_dtype(len(vocab))
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-        tmp.mkdir()
-    except OSError as e:
-        raise write_error(out, e) from e
-    try:
+    def fill(tmp: Path) -> dict:
         files = _write_ids(text, vocab, tmp, dtype, progress)
-        meta = {
+        return {
             "format": FORMAT,
             "version": VERSION,
             "kind": "docs" if documents else "text",
@@ -311,16 +332,5 @@ def prepare(
             "train_counts": _id_counts(train_counts, vocab),
             "valid_counts": _id_counts(valid_counts, vocab),
         }
-        with open(tmp / META, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_directory(tmp)
-        _install(tmp, out, overwrite)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (cause := os_error_in(e)) is not None and not isinstance(e, DataError):
-            raise write_error(out, cause) from e
-        raise
-    return meta
+
+    return write_prepared(out, overwrite, fill)

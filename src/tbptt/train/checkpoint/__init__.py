@@ -23,7 +23,7 @@ it holds NaN or infinity: a run never writes poisoned weights to disk.
 
 Modules:
 
-- :mod:`~tbptt.train.checkpoint.atomic`: writing any file of a run directory atomically;
+- :mod:`tbptt.atomic`: writing any file of a run directory atomically;
 - :mod:`~tbptt.train.checkpoint.files`: one file (format, digest, atomic write, safe read);
 - :mod:`~tbptt.train.checkpoint.lock`: one run per run directory;
 - :mod:`~tbptt.train.checkpoint.rundir`: a run directory (loading the newest,
@@ -35,7 +35,7 @@ Modules:
 # Fault-injection tests reach torch.save through this package (checkpoint.torch.save).
 import torch  # noqa: F401
 
-from tbptt.train.checkpoint.atomic import replacing, write_atomically
+from tbptt.atomic import replacing, write_atomically
 from tbptt.train.checkpoint.compat import check_compatible
 from tbptt.train.checkpoint.files import FORMAT, nonfinite_entries, save_checkpoint
 from tbptt.train.checkpoint.lock import RunLock

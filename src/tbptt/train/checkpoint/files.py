@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from tbptt.errors import CheckpointError, NonFiniteError
-from tbptt.train.checkpoint.atomic import (
+from tbptt.atomic import (
     fsync_directory,
     os_error_in,
     replacing,
     write_all,
     write_error,
 )
+from tbptt.errors import CheckpointError, NonFiniteError
 from tbptt.tree import leaves
 
 __all__ = [

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tbptt.atomic import fsync_directory, remove_debris, write_error
 from tbptt.errors import CheckpointError, ConfigError
-from tbptt.train.checkpoint.atomic import fsync_directory, remove_debris, write_error
 from tbptt.train.checkpoint.files import read_file, save_checkpoint
 
 __all__ = [

@@ -18,7 +18,7 @@ from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.train.online.base import OnlineEstimator
 from tbptt.train.online.rtrl import RTRL, SnAp, check_rtrl_memory, rtrl_bytes
 from tbptt.train.online.step import StepFunction
-from tbptt.train.online.training import online_window
+from tbptt.train.online.training import online_window, run_rows
 from tbptt.train.online.uoro import UORO
 from tbptt.tree import State
 from tbptt.truncation.online import OnlineStrategy
@@ -91,14 +91,5 @@ def online_gradient(
     estimator = build_estimator(strategy, model, objective or LanguageModel())
     T, B = inputs.shape[:2]
     estimator.start(state if state is not None else model.initial_state(B))
-    total = None
-    for t in range(T):
-        _, grad = estimator.step(
-            inputs[t : t + 1],
-            targets[t : t + 1],
-            mask=mask[t : t + 1] if mask is not None else None,
-            resets=resets[t : t + 1] if resets is not None else None,
-            generator=generator,
-        )
-        total = grad if total is None else total + grad
+    total, _ = run_rows(estimator, inputs, targets, resets=resets, mask=mask, generator=generator)
     return estimator.fn.split_gradient(total / (T * B))

@@ -15,7 +15,32 @@ import torch
 from tbptt.train.online.base import OnlineEstimator
 from tbptt.tree import State
 
-__all__ = ["online_window"]
+__all__ = ["online_window", "run_rows"]
+
+
+def run_rows(
+    estimator: OnlineEstimator,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    resets: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step ``estimator`` through rows (T, B[, F]) one at a time from its carried state;
+    returns (the sum of the rows' flat gradient estimates, the rows' loss sum)."""
+    total, loss_sum = None, None
+    for t in range(inputs.shape[0]):
+        loss, grad = estimator.step(
+            inputs[t : t + 1],
+            targets[t : t + 1],
+            mask=mask[t : t + 1] if mask is not None else None,
+            resets=resets[t : t + 1] if resets is not None else None,
+            generator=generator,
+        )
+        total = grad if total is None else total + grad
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+    return total, loss_sum
 
 
 def online_window(
@@ -40,17 +65,9 @@ def online_window(
         if start is None:
             raise ValueError("the estimator has no carried state; pass start=")
         estimator.start(start)
-    total, loss_sum = None, None
-    for t in range(inputs.shape[0]):
-        loss, grad = estimator.step(
-            inputs[t : t + 1],
-            targets[t : t + 1],
-            mask=mask[t : t + 1] if mask is not None else None,
-            resets=resets[t : t + 1] if resets is not None else None,
-            generator=generator,
-        )
-        total = grad if total is None else total + grad
-        loss_sum = loss if loss_sum is None else loss_sum + loss
+    total, loss_sum = run_rows(
+        estimator, inputs, targets, resets=resets, mask=mask, generator=generator
+    )
     for p, g in zip(estimator.fn.parameters(), estimator.fn.split_gradient(total * scale)):
         p.grad = g.clone()
     return loss_sum
