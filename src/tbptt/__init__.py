@@ -16,6 +16,11 @@ identity forward, gradient times xi_t backward (xi = 0 is a real detach).
 A truncation strategy is a rule for the gates and for where windows end.
 """
 
+# ruff: noqa: E402  (the wait policy is set before anything below imports torch)
+from tbptt.threads import set_wait_policy
+
+set_wait_policy()  # bounded OpenMP spin-waiting: full speed on a busy machine (tbptt.threads)
+
 from tbptt.data import Dataset, StreamData, TextData, load_corpus, prepare_text
 from tbptt.data.series import SeriesData, prepare_series
 from tbptt.data.tasks import Task, parse_task

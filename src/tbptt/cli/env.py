@@ -9,6 +9,7 @@ from importlib import metadata
 import torch
 
 from tbptt.data.corpus import TIME_MACHINE, default_data_dir
+from tbptt.threads import wait_policy
 
 
 def env_parser(sub) -> None:
@@ -37,6 +38,7 @@ def env_command(args) -> int:
         ("cpu count", str(os.cpu_count())),
         ("torch", torch.__version__),
         ("torch threads", str(torch.get_num_threads())),
+        ("openmp wait", wait_policy()),
         ("mkl", str(torch.backends.mkl.is_available())),
         ("mkldnn (oneDNN)", str(torch.backends.mkldnn.is_available())),
         ("cuda", torch.version.cuda or "none"),
