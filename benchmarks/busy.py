@@ -96,7 +96,9 @@ def run_worker(setting: dict, args) -> dict:
         cmd += ["--data", args.data]
     if setting["threads"] is not None:
         cmd += ["--threads", str(setting["threads"])]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    # a wait policy in this process's environment would be kept by the worker's tbptt
+    unset = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(setting["env"])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
