@@ -151,13 +151,7 @@ def _series(args, config: DataConfig) -> int:
         args.input,
         args.out,
         overwrite=bool(args.overwrite),
-        target=list(config.target),
-        inputs=list(config.inputs) or None,
-        horizon=config.horizon,
-        series_id=config.series_id,
-        time_column=config.time_column,
-        valid_fraction=config.valid_fraction,
-        missing=config.missing,
+        **config.series_options(),
     )
     print(
         f"tbptt prepare: {meta['rows']:,} rows ({meta['train_rows']:,} training / "

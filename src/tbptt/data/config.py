@@ -107,6 +107,18 @@ class DataConfig:
             return corpus_files(self.path)
         return None
 
+    def series_options(self) -> dict:
+        """The keywords of :func:`~tbptt.data.series.prepare_series` this section sets."""
+        return {
+            "target": list(self.target),
+            "inputs": list(self.inputs) or None,
+            "horizon": self.horizon,
+            "series_id": self.series_id,
+            "time_column": self.time_column,
+            "valid_fraction": self.valid_fraction,
+            "missing": self.missing,
+        }
+
     def reading(self, path: str) -> DataConfig:
         """This configuration with ``path`` read in place of its data: a file given to a run
         trained on separate files becomes its test file (the vocabulary still comes from the
@@ -202,16 +214,7 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     if kind == "series":
         from tbptt.data.series import prepare_series
 
-        return prepare_series(
-            config.path,
-            target=list(config.target),
-            inputs=list(config.inputs) or None,
-            horizon=config.horizon,
-            series_id=config.series_id,
-            time_column=config.time_column,
-            valid_fraction=config.valid_fraction,
-            missing=config.missing,
-        )
+        return prepare_series(config.path, **config.series_options())
     if kind == "docs":
         from tbptt.data.documents import prepare_documents, read_documents
 
