@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tbptt.data.dataset import TextData
 from tbptt.errors import CheckpointError, ConfigError
 from tbptt.train.checkpoint import latest_checkpoint, write_atomically
 from tbptt.train.metrics import file_sha256
@@ -150,3 +151,20 @@ class StopRequest:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def check_same_data(found: tuple[Path, dict], data, digest: str) -> None:
+    """Refuse to resume a checkpoint on another vocabulary or other data (by digest)."""
+    path, payload = found
+    vocab = payload.get("vocab")
+    if isinstance(data, TextData) and vocab is not None and list(vocab) != list(data.vocab.itos):
+        raise CheckpointError(
+            f"the checkpoint {path} has another vocabulary ({len(vocab)} tokens there, "
+            f"{len(data.vocab)} here); resume with the same --data, --tokens and --normalize, "
+            "or use another --out"
+        )
+    if payload.get("data_sha1", digest) != digest:
+        raise CheckpointError(
+            f"the checkpoint {path} was trained on other data (same shape, different values); "
+            "resume with the same --data file, or use another --out"
+        )

@@ -34,12 +34,12 @@ from tbptt.cli.outputs import (
     sample,
     write_predictions,
 )
-from tbptt.cli.resume import Stopped, StopRequest, find_run, restore_metrics
-from tbptt.cli.text import test_line, text_reading
+from tbptt.cli.resume import Stopped, StopRequest, check_same_data, find_run, restore_metrics
+from tbptt.cli.text import prepared_options, test_line, test_metrics, text_reading
 from tbptt.data.config import data_digest, load_dataset
-from tbptt.data.dataset import TextData, unigram_perplexity
+from tbptt.data.dataset import TextData
 from tbptt.data.prepared import PreparedText
-from tbptt.errors import CheckpointError, ConfigError, NonFiniteError
+from tbptt.errors import CheckpointError, NonFiniteError
 from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
 from tbptt.report import plot_training
 from tbptt.train import MetricsWriter, RunConfig, Trainer, read_metrics
@@ -60,7 +60,6 @@ from tbptt.train.distributed import (
     setup,
     shutdown,
 )
-from tbptt.train.evaluate import score
 from tbptt.truncation import parse_strategy
 
 STRATEGY_HELP = """\
@@ -280,7 +279,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     config = dataclasses.replace(config, data=config.data.resolved())  # the text defaults, fixed
     data = load_dataset(config.data, seed=config.train.seed)
     if isinstance(data, PreparedText):  # tokenized by tbptt prepare: the options are the data's
-        config = dataclasses.replace(config, data=_prepared_options(config, data, args))
+        config = dataclasses.replace(config, data=prepared_options(config, data, args))
     if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
         given = given_flags(args)
         config = dataclasses.replace(
@@ -289,7 +288,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     objective = build_objective(config, data)
     digest = data_digest(data)
     if found is not None:
-        _check_same_data(found, data, digest)
+        check_same_data(found, data, digest)
         if not args.resume:  # --out DIR: the flags must describe the run found there
             _check_continues(config, found, resume=False, out=out)
     torch.manual_seed(config.train.seed)
@@ -471,7 +470,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
             1e-9, sum(r["seconds"] for r in records)
         )
     if test_split is not None and len(test_split) > 0:
-        summary.update(_test_metrics(trainer, data, config, objective))
+        summary.update(test_metrics(trainer.model, data, config, objective))
     if isinstance(data, TextData) and config.output.sample_length > 0:
         try:
             summary["sample"] = sample(trainer.model, data, config)
@@ -490,54 +489,3 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         print(f"sample: {summary['sample']!r}")
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
-
-
-def _test_metrics(trainer: Trainer, data: TextData, config: RunConfig, objective) -> dict:
-    """``test_<metric>`` of the test file, scored as validation is (the test text follows the
-    validation text: its first token is predicted from the last validation token)."""
-    before = data.valid if len(data.valid) else data.train
-    metrics = score(
-        trainer.model,
-        data.test_split(),
-        objective=objective,
-        batch_size=config.train.eval_batch_size,
-        window=config.train.eval_window,
-        context=before[-1:].cpu(),
-    )
-    out = {f"test_{k}": v for k, v in metrics.items()}
-    if data.level == "char" and "test_bpt" in out:
-        out["test_bpc"] = out["test_bpt"]
-    out["unigram_test_ppl"] = unigram_perplexity(data.train, data.test, len(data.vocab))
-    return out
-
-
-def _prepared_options(config: RunConfig, data: PreparedText, args):
-    """The data section with the token options a prepared corpus was made with; a flag that
-    asks for others is refused (they are chosen when preparing)."""
-    fixed = data.token_options()
-    given = given_flags(args)
-    clash = [k for k, v in fixed.items() if k in given and getattr(config.data, k) != v]
-    if clash:
-        made = ", ".join(f"{k.replace('_', '-')} {fixed[k]!r}" for k in clash)
-        raise ConfigError(
-            f"{data.path} was prepared with {made}; token options are chosen when preparing: "
-            "drop them here, or prepare the corpus again (tbptt prepare)",
-            options=tuple(f"data.{k}" for k in clash),
-        )
-    return dataclasses.replace(config.data, **fixed)
-
-
-def _check_same_data(found: tuple[Path, dict], data, digest: str) -> None:
-    path, payload = found
-    vocab = payload.get("vocab")
-    if isinstance(data, TextData) and vocab is not None and list(vocab) != list(data.vocab.itos):
-        raise CheckpointError(
-            f"the checkpoint {path} has another vocabulary ({len(vocab)} tokens there, "
-            f"{len(data.vocab)} here); resume with the same --data, --tokens and --normalize, "
-            "or use another --out"
-        )
-    if payload.get("data_sha1", digest) != digest:
-        raise CheckpointError(
-            f"the checkpoint {path} was trained on other data (same shape, different values); "
-            "resume with the same --data file, or use another --out"
-        )
