@@ -10,7 +10,10 @@ state carried, every token counted), so every curve is comparable. Training seco
 exclude evaluation, as ``tbptt train``'s epoch records do.
 
 Writes the curves (JSON), a table (per configuration: perplexity at 30 s, 60 s, 180 s,
-the best, and the seconds to 3.85 / 3.70 / 3.55, mean over seeds) and a plot.
+the best, and the seconds to 3.85 / 3.70 / 3.55, mean over seeds) and a plot. Before each
+run the machine's matrix-product rate (GFLOP/s, torch's default threads) is measured and
+kept with the run: a shared or throttled machine shows there, and "seconds" mean little
+without it.
 
 Usage::
 
@@ -34,12 +37,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+# Before torch (imported where used): OpenMP waits here as in the tbptt train processes.
+import tbptt  # noqa: F401
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 SHARED_TEXT = ROOT.parent / "shared" / "data" / "timemachine.txt"
 
 #: name -> `tbptt train` flags (beside --data, --seed, --out).
 RECIPES: dict[str, list[str]] = {
     "default": [],
+    # the best 3-minute configuration of the search in docs/recipes.md
+    "timemachine-best": (
+        "--hidden-size 384 --dropout 0.25 --epochs 12 --optimizer adamw --weight-decay 0.1"
+    ).split(),
 }
 MARKS = (30.0, 60.0, 180.0)
 TARGETS = (3.85, 3.70, 3.55)
@@ -54,6 +65,22 @@ def curve_of(metrics: Path) -> list[list[float]]:
             seconds += record["seconds"]
             points.append([seconds, record["val_ppl"]])
     return points
+
+
+def machine_gflops(args) -> float:
+    """The matrix-product rate now (bench.gemm_rate, 1024 x 1024, at the runs' threads)."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from bench import gemm_rate
+
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return gemm_rate("cpu", 1024, repeats=9)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def run_tbptt(name: str, flags: list[str], seed: int, args) -> dict:
@@ -78,7 +105,8 @@ def run_tbptt(name: str, flags: list[str], seed: int, args) -> dict:
 
 def run_example(seed: int, args) -> dict:
     """The PyTorch word-language-model example's training loop and defaults on the
-    character stream, for ``args.example_seconds`` training seconds."""
+    character stream, for ``args.example_seconds`` training seconds (in this process,
+    with tbptt imported first, so OpenMP waits as it does in the tbptt train runs)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -166,13 +194,15 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def table(runs: list[dict]) -> str:
-    head = ["config", "seeds"]
+    head = ["config", "seeds", "GFLOP/s"]
     head += [f"ppl at {int(m)} s" for m in MARKS] + ["best ppl"]
     head += [f"s to {t}" for t in TARGETS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in dict.fromkeys(r["config"] for r in runs):
         group = [r for r in runs if r["config"] == name]
         cells = [name, str(len(group))]
+        rates = [r["gemm_gflops"] for r in group if "gemm_gflops" in r]
+        cells.append(f"{statistics.mean(rates):.0f}" if rates else "-")
         for m in MARKS:
             v = _mean([at(r["curve"], m) for r in group])
             cells.append("-" if v is None else f"{v:.3f}")
@@ -232,10 +262,12 @@ def main(argv=None) -> None:
     out = Path(args.out)
     for seed in args.seeds:
         for name, flags in configs.items():
-            runs.append(run_tbptt(name, flags, seed, args))
+            gflops = machine_gflops(args)
+            runs.append({**run_tbptt(name, flags, seed, args), "gemm_gflops": gflops})
             print(name, seed, [(round(s), round(v, 3)) for s, v in runs[-1]["curve"]], flush=True)
         if not args.no_example:
-            runs.append(run_example(seed, args))
+            gflops = machine_gflops(args)
+            runs.append({**run_example(seed, args), "gemm_gflops": gflops})
             print("example", seed, [(round(s), round(v, 3)) for s, v in runs[-1]["curve"]])
         out.write_text(json.dumps({"runs": runs, "load": os.getloadavg()}, indent=1) + "\n")
     print(table(runs))

@@ -43,6 +43,8 @@ OTHER = {
     "model.num_layers": 1,
     "model.embedding_size": 4,
     "model.dropout": 0.0,
+    "model.embedding_dropout": 0.05,
+    "model.output_dropout": 0.3,
     "model.zoneout": 0.1,
     "model.zoneout_cell": 0.2,
     "model.spectral_norm": 1.0,

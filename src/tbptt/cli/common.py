@@ -65,6 +65,8 @@ FLAG_KEYS = {
     "num_layers": "model.num_layers",
     "embedding_size": "model.embedding_size",
     "dropout": "model.dropout",
+    "embedding_dropout": "model.embedding_dropout",
+    "output_dropout": "model.output_dropout",
     "zoneout": "model.zoneout",
     "zoneout_cell": "model.zoneout_cell",
     "spectral_norm": "model.spectral_norm",
@@ -219,7 +221,24 @@ def add_model_arguments(g, defaults: ModelConfig | None = None) -> None:
         help=f"token embedding width, 0 = one-hot (default: {d.embedding_size}); for float "
         "features a linear projection, 0 = the features as they are (default: 0)",
     )
-    g.add_argument("--dropout", type=float, help=f"(default: {d.dropout})")
+    g.add_argument(
+        "--dropout",
+        type=float,
+        help=f"between the recurrent layers, and on the embedding and the head's input unless "
+        f"given below (default: {d.dropout})",
+    )
+    g.add_argument(
+        "--embedding-dropout",
+        type=float,
+        metavar="P",
+        help="dropout on the embedded inputs (default: --dropout)",
+    )
+    g.add_argument(
+        "--output-dropout",
+        type=float,
+        metavar="P",
+        help="dropout on the last layer's outputs, before the head (default: --dropout)",
+    )
     g.add_argument(
         "--zoneout",
         type=float,

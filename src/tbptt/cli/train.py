@@ -42,7 +42,7 @@ from tbptt.data.prepared import PreparedText
 from tbptt.errors import CheckpointError, NonFiniteError
 from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
 from tbptt.report import plot_training
-from tbptt.train import MetricsWriter, RunConfig, Trainer, read_metrics
+from tbptt.train import MetricsWriter, Objective, RunConfig, Trainer, read_metrics
 from tbptt.train.checkpoint import (
     LATEST,
     Checkpointer,
@@ -60,7 +60,7 @@ from tbptt.train.distributed import (
     setup,
     shutdown,
 )
-from tbptt.truncation import parse_strategy
+from tbptt.truncation import Strategy, parse_strategy
 
 STRATEGY_HELP = """\
 strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 | variable:K
@@ -257,17 +257,47 @@ def _lock(lock: RunLock) -> None:
         remove_debris(lock.directory, RUN_FILES)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the stages of one ``tbptt train`` share: its directory, settings and data."""
+
+    out: Path
+    config: RunConfig
+    strategy: Strategy
+    data: object  # a dataset of tbptt.data.config.load_dataset
+    objective: Objective
+    digest: str
+    found: tuple[Path, dict] | None  # the checkpoint continued (None: a fresh run)
+    group: Group | None
+    what: str = ""  # the model in words, for the header line and the plot's title
+
+    @property
+    def leader(self) -> bool:
+        return self.group is None or self.group.leader
+
+
 def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
+    """Configure, load, train, then write the outputs; an exit code."""
+    run, model = _prepare(args, out, group)
+    trainer, metrics = _start(run, model, lock)
+    _announce(run, trainer)
+    stopped = _fit(run, trainer, metrics)
+    if stopped is not None:
+        return stopped
+    return _finish(run, trainer) if run.leader else 0  # the outputs are rank 0's to write
+
+
+def _prepare(args, out: Path, group: Group | None) -> tuple[_Run, torch.nn.Module]:
+    """Every check that needs no run directory, the data and the model; nothing written."""
     config, found = _configure(args, out)
     # Validate everything cheap before touching data, so mistakes are reported at once.
     config.check()
     strategy = parse_strategy(config.train.strategy)
     config = config.replace(train={"strategy": strategy.spec})
-    every_steps, every_seconds = parse_interval(config.checkpoint.every)
+    parse_interval(config.checkpoint.every)
     check_device(config.train.device)
     if config.output.threads:
         torch.set_num_threads(config.output.threads)
-    leader = group is None or group.leader
     if group is not None:  # every rank refuses alike (one line each), before joining the group
         check_divisible(config.train.batch_size, group.world)
         group = setup(config.train.device)
@@ -295,45 +325,56 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     model = build_model(config, data)
     if group is not None:  # the same weights on every rank; dropout masks of their own
         torch.manual_seed(config.train.seed + group.rank)
+    run = _Run(out, config, strategy, data, objective, digest, found, group)
+    return run, model
 
-    if leader:
+
+def _start(run: _Run, model: torch.nn.Module, lock: RunLock):
+    """Take the run directory (rank 0), write config.json, open the metrics, build the
+    trainer and load the checkpoint continued; (trainer, metrics writer)."""
+    out, config, found, data = run.out, run.config, run.found, run.data
+    if run.leader:
         _lock(lock)  # creates the directory
-    if leader and found is None and latest_checkpoint(out) is not None:
+    if run.leader and found is None and latest_checkpoint(out) is not None:
         raise CheckpointError(
             f"another run wrote a checkpoint into {out} while this one started; "
             "run the command again to continue it, or use another --out"
         )
-    if leader:
+    if run.leader:
         write_atomically(
             out / "config.json",
             json.dumps({**config.to_dict(), "dataset": data.describe()}, indent=2) + "\n",
         )
-    if found is not None and leader:
+    if found is not None and run.leader:
         restore_metrics(out / "metrics.jsonl", found[1])
     metrics = MetricsWriter(
-        out / "metrics.jsonl" if leader else None, append=found is not None, tail=METRICS_TAIL
+        out / "metrics.jsonl" if run.leader else None, append=found is not None, tail=METRICS_TAIL
     )
-    if config.output.tensorboard and leader:
+    if config.output.tensorboard and run.leader:
         # A resumed run drops the events its first run wrote after the checkpoint.
         resumed_at = found[1]["trainer"]["step"] + 1 if found is not None else None
         board = TensorBoardWriter(config.output.tensorboard, purge_step=resumed_at)
         metrics = MirroredMetrics(metrics, board)
-    trainer = (DistributedTrainer if group else Trainer)(
+    trainer = (DistributedTrainer if run.group else Trainer)(
         model,
         data.train_split(),
         data.valid_split(),
         config.train,
-        strategy=strategy,
-        objective=objective,
+        strategy=run.strategy,
+        objective=run.objective,
         metrics=metrics,
-        **({"group": group} if group else {}),
+        **({"group": run.group} if run.group else {}),
     )
     if found is not None:
         trainer.load_state_dict(found[1]["trainer"])
         print(f"tbptt train: {resume_line(out, found[0], trainer, config.train.epochs)}")
-    baselines = data.baselines()
-    n_params = sum(p.numel() for p in model.parameters())
-    train_rows, valid_rows = len(data.train_split()), len(data.valid_split())
+    return trainer, metrics
+
+
+def _announce(run: _Run, trainer: Trainer) -> None:
+    """The header line: model, parameters, strategy, objective, data sizes, directory."""
+    config, data = run.config, run.data
+    n_params = sum(p.numel() for p in trainer.model.parameters())
     rows_name = f"{config.data.tokens} tokens" if isinstance(data, TextData) else "rows"
     size = f", vocabulary {data.shape.vocab_size}" if data.shape.vocab_size else ""
     test_split = data.test_split() if isinstance(data, TextData) else None
@@ -342,16 +383,22 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     if isinstance(data, TextData):
         size += ", " + text_reading(config.data)
     m = config.model
-    what = (
+    run.what = (
         "influence balancing"
         if getattr(data, "model", None) == "influence"
         else (f"{m.kind} {m.num_layers}x{m.hidden_size}")
     )
     print(
-        f"tbptt train: {what} ({n_params:,} parameters), {strategy.spec}, {objective.name}, "
-        f"{train_rows:,} training / {valid_rows:,} validation {rows_name}{size}; run directory {out}"
+        f"tbptt train: {run.what} ({n_params:,} parameters), {run.strategy.spec}, "
+        f"{run.objective.name}, {len(data.train_split()):,} training / "
+        f"{len(data.valid_split()):,} validation {rows_name}{size}; run directory {run.out}"
     )
 
+
+def _fit(run: _Run, trainer: Trainer, metrics) -> int | None:
+    """Train to the last epoch under a progress bar, checkpointing on schedule, at each
+    epoch's end and at the end; the exit code when a signal stopped it, else None."""
+    out, config, data, leader = run.out, run.config, run.data, run.leader
     epochs = config.train.epochs
     unit = "tok" if isinstance(data, TextData) else "row"
     rows_per_epoch = trainer.stream.steps * config.train.batch_size  # all ranks' rows
@@ -368,6 +415,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         file=sys.stderr,
         desc="train",
     )
+    every_steps, every_seconds = parse_interval(config.checkpoint.every)
     checkpointer = Checkpointer(
         out, every_steps=every_steps, every_seconds=every_seconds, keep=config.checkpoint.keep
     )
@@ -378,7 +426,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         payload = {
             "config": config.to_dict(),
             "vocab": data.vocab.itos if isinstance(data, TextData) else None,
-            "data_sha1": digest,
+            "data_sha1": run.digest,
             # What metrics.jsonl holds now (its length and SHA-256), not its lines: a
             # checkpoint's size must not grow with the run.
             "metrics_position": metrics.position(),
@@ -389,9 +437,9 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
     def agreed(due: bool) -> tuple[bool, int]:
         # Every rank must checkpoint and stop at the same window: rank 0's clock decides
         # when a checkpoint is due, a signal on any rank stops them all.
-        if group is None:
+        if run.group is None:
             return due, stop.signum
-        flag, signum = group.max([float(due and leader), float(stop.signum)])
+        flag, signum = run.group.max([float(due and leader), float(stop.signum)])
         return bool(flag), int(signum)
 
     def on_step(record):
@@ -409,7 +457,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
             )
 
     def on_epoch(record):
-        line = f"epoch {record['epoch']:>3}/{epochs}  {epoch_metrics(record, objective)}  " + (
+        line = f"epoch {record['epoch']:>3}/{epochs}  {epoch_metrics(record, run.objective)}  " + (
             f"{record['tokens_per_s'] / 1e3:.1f}k {unit}/s  {record['seconds']:.1f}s"
         )
         if not config.output.progress:
@@ -450,12 +498,18 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         bar.close()
         metrics.close()
     checkpoint()
-    if not leader:  # the outputs are rank 0's to write
-        return 0
+    return None
+
+
+def _finish(run: _Run, trainer: Trainer) -> int:
+    """Rank 0's outputs: curves.png, summary.json (test metrics, a sample, predictions)
+    and the closing lines."""
+    out, config, data, objective = run.out, run.config, run.data, run.objective
+    baselines = data.baselines()
     metric = "ppl" if objective.name == "lm" else "loss"
     history = read_metrics(out / "metrics.jsonl", max_steps=PLOT_STEPS)
     with replacing(out / "curves.png", keep_suffix=True) as tmp:
-        plot_training(history, tmp, title=f"{what}, {strategy.spec}", metric=metric)
+        plot_training(history, tmp, title=f"{run.what}, {run.strategy.spec}", metric=metric)
     written = [out / "metrics.jsonl", out / "curves.png", out / "checkpoint.pt"]
 
     records = [r for r in history if r["event"] == "epoch"]
@@ -469,6 +523,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         summary["tokens_per_s"] = sum(r["tokens"] for r in records) / max(
             1e-9, sum(r["seconds"] for r in records)
         )
+    test_split = data.test_split() if isinstance(data, TextData) else None
     if test_split is not None and len(test_split) > 0:
         summary.update(test_metrics(trainer.model, data, config, objective))
     if isinstance(data, TextData) and config.output.sample_length > 0:
@@ -477,7 +532,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
         except NonFiniteError as e:  # a model with non-finite outputs: no sample, the rest kept
             summary["sample_error"] = str(e)
             print(f"tbptt train: no sample: {e}", file=sys.stderr)
-    if hasattr(data, "valid_actual") and valid_rows > 0:
+    if hasattr(data, "valid_actual") and len(data.valid_split()) > 0:
         written += write_predictions(trainer.model, data, out, config)
     write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 

@@ -57,6 +57,10 @@ class ModelConfig:
     num_layers: int = 2
     embedding_size: int = 64
     dropout: float = 0.1
+    # the rate on the embedded inputs and on the head's inputs (AWD-LSTM's dropouti and
+    # dropout); None: ``dropout``, which also applies between the recurrent layers
+    embedding_dropout: float | None = None
+    output_dropout: float | None = None
     zoneout: float = 0.0
     zoneout_cell: float | None = None
     # > 0: bound the spectral norm of every recurrent block (tbptt.models.constraints)
@@ -121,6 +125,10 @@ class ModelConfig:
                 f"output size must be at least 1 (0 = the vocabulary size), got {self.output_size}"
             )
         problems += self._output_problems()
+        for name in ("embedding_dropout", "output_dropout"):
+            rate = getattr(self, name)
+            if rate is not None and not 0.0 <= rate < 1.0:
+                problems.append(f"{name.replace('_', ' ')} must be in [0, 1), got {rate}")
         if self.embedding_size < 0:
             problems.append(
                 f"embedding size must be >= 0 (0 = one-hot or identity), got {self.embedding_size}"
@@ -161,8 +169,9 @@ class RecurrentNet(nn.Module):
     ``forward(inputs, state, gates, *, resets)`` takes inputs (T, B) ids or
     (T, B, F) features, a state (or None for zeros), optional per-step gates
     (T,) and per-stream resets (T, B), and returns outputs (T, B, O) and the
-    final state. Dropout applies to the adapted inputs, between layers and
-    before the head, at training time only.
+    final state. Dropout applies to the adapted inputs (``embedding_dropout``),
+    between layers (``dropout``) and before the head (``output_dropout``), at
+    training time only.
     """
 
     def __init__(self, config: ModelConfig):
@@ -195,7 +204,8 @@ class RecurrentNet(nn.Module):
             self.head = nn.Linear(config.hidden_size, config.head_size)
         if config.tie_weights:  # Press & Wolf 2017, Inan et al. 2017: (V, H) is (V, E)
             self.head.weight = self.embedding.weight
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(_rate(config.embedding_dropout, config.dropout))  # inputs
+        self.drop_output = nn.Dropout(_rate(config.output_dropout, config.dropout))
 
     @torch.no_grad()
     def start_at_unigram(self, counts: torch.Tensor) -> None:
@@ -276,7 +286,11 @@ class RecurrentNet(nn.Module):
             outputs, state = self.recurrent(
                 self.embed(inputs), state, gates, resets=resets, path=path
             )  # (T, B, H)
-        return self.head(self.drop(outputs)), state  # (T, B, O)
+        return self.head(self.drop_output(outputs)), state  # (T, B, O)
+
+
+def _rate(rate: float | None, default: float) -> float:
+    return default if rate is None else rate
 
 
 RecurrentLM = RecurrentNet  # the name of the language-model use, kept for existing code
