@@ -26,7 +26,9 @@ def test_time_and_target_of_a_curve():
     assert recipes.reached(curve, 3.85) == 30.0 and recipes.reached(curve, 3.5) is None
     runs = [{"config": "a", "curve": curve}, {"config": "a", "curve": [[15.0, 3.8]]}]
     row = recipes.table(runs).splitlines()[2]
-    assert row.startswith("| a | 2 | 3.700 |")  # at 30 s: mean of 3.6 and 3.8
+    assert row.startswith("| a | 2 | - | 3.700 |")  # no machine rate; at 30 s: 3.6 and 3.8
+    runs = [{**run, "gemm_gflops": rate} for run, rate in zip(runs, (100.0, 150.0))]
+    assert recipes.table(runs).splitlines()[2].startswith("| a | 2 | 125 | 3.700 |")
 
 
 @pytest.mark.slow
@@ -39,6 +41,7 @@ def test_recipes_runs_tbptt_and_the_example_and_writes_curves(small_text, tmp_pa
                   "--example-seconds", "0.01", "--out", str(out)])  # fmt: skip
     runs = json.loads(out.read_text())["runs"]
     assert [r["config"] for r in runs] == ["tiny", "PyTorch example (fused loop)"]
+    assert all(r["gemm_gflops"] > 0 for r in runs)  # the machine's rate before each run
     seconds = [s for s, _ in runs[0]["curve"]]
     assert len(seconds) == 2 and 0 < seconds[0] < seconds[1]
     assert len(runs[1]["curve"]) == 1 and runs[1]["curve"][0][1] > 1.0
