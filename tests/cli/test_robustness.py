@@ -193,6 +193,16 @@ def test_cli_answers_a_missing_or_directory_corpus(tmp_path):
         check_answer(code, err, argv)
 
 
+@pytest.mark.parametrize("flag", ["--embedding-dropout", "--output-dropout"])
+def test_cli_refuses_a_dropout_rate_outside_0_1_naming_its_flag(small_text, tmp_path, flag):
+    argv = [*cli_argv(small_text, tmp_path / "run", "regular:4", batch_size=2, tokens="char",
+                      normalize="none"), flag, "1.5"]  # fmt: skip
+    code, err = run_cli(argv)
+    check_answer(code, err, argv)
+    assert code == 2 and f"must be in [0, 1), got 1.5 (flags: {flag})" in err
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
 # -- the library ---------------------------------------------------------------------------
 
 

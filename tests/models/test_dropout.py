@@ -37,8 +37,9 @@ def test_each_rate_drops_where_it_says(rates, drops):
 def test_separate_rates_default_to_dropout_and_are_checked():
     model = RecurrentNet(ModelConfig(vocab_size=7, dropout=0.3, output_dropout=0.1))
     assert (model.drop.p, model.drop_output.p) == (0.3, 0.1)
-    with pytest.raises(ConfigError, match=r"embedding dropout must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ConfigError, match=r"embedding dropout must be in \[0, 1\), got 1.0") as e:
         ModelConfig(vocab_size=7, embedding_dropout=1.0).check()
+    assert e.value.options == ("model.embedding_dropout",)  # the command line names the flag
     # a configuration saved before these options existed still loads (both None = dropout)
     saved = ModelConfig(vocab_size=7).to_dict()
     del saved["embedding_dropout"], saved["output_dropout"]

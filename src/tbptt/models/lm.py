@@ -125,16 +125,18 @@ class ModelConfig:
                 f"output size must be at least 1 (0 = the vocabulary size), got {self.output_size}"
             )
         problems += self._output_problems()
+        options = []  # the keys named, so the command line can name their flags
         for name in ("embedding_dropout", "output_dropout"):
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
                 problems.append(f"{name.replace('_', ' ')} must be in [0, 1), got {rate}")
+                options.append(f"model.{name}")
         if self.embedding_size < 0:
             problems.append(
                 f"embedding size must be >= 0 (0 = one-hot or identity), got {self.embedding_size}"
             )
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(problems), options=tuple(options))
 
     def _output_problems(self) -> list[str]:
         """What is wrong with the adaptive softmax and weight-tying options."""
