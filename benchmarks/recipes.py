@@ -71,7 +71,8 @@ def machine_gflops(args) -> float:
     """The matrix-product rate now (bench.gemm_rate, 1024 x 1024, at the runs' threads)."""
     import torch
 
-    sys.path.insert(0, str(HERE))
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
     from bench import gemm_rate
 
     threads = torch.get_num_threads()

@@ -23,6 +23,7 @@ from tbptt.train.build import build_model, build_objective, model_config_for
 from tbptt.train.config import device_problem
 
 __all__ = [
+    "STRATEGY_HELP",
     "FLAG_KEYS",
     "add_data_arguments",
     "add_model_arguments",
@@ -38,6 +39,30 @@ __all__ = [
 ]
 
 # flag dest -> dotted configuration key. The one table from the command line to a RunConfig.
+# The strategy specs, as tbptt train and tbptt compare print them under --help.
+STRATEGY_HELP = """\
+strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 | variable:K
+               (full and full:N take ",checkpoint" or ",checkpoint=S": full:checkpoint)
+  full              exact BPTT over each column's whole stream, one step per epoch
+  full:N            exact BPTT over independent N-step sequences (fresh state each)
+  full:checkpoint   the same gradient with activation checkpointing over sqrt(T)-step
+                    segments (memory O(sqrt T), one extra forward); checkpoint=S: S steps
+  regular:K         detach the state every K steps, one step per window
+  randomized:K      unbiased randomized truncation, mean window K (cut prob. 1/K,
+                    surviving edges' gradients scaled by 1/(1 - 1/K))
+  randomized:K,alpha=A   Tallec & Ollivier's polynomial schedule (A > 2, e.g. 4)
+  k1k2:K1,K2        TBPTT(k1, k2): a step every K1 steps; the losses of those K1 steps
+                    backpropagate to K2 steps before the window's end (K1 <= K2)
+  variable:K        AWD-LSTM variable length: base K (p 0.95) or K/2, length
+                    max(5, int(N(base, 5))), learning rate times length / K
+  adaptive:D        regular:K with K re-chosen each epoch: the smallest whose measured
+                    relative gradient bias is <= D (k=K0, max=KMAX, every=E epochs)
+  rtrl              online: exact real-time recurrent learning, the state never cut
+  uoro              online: unbiased rank-one RTRL (Tallec & Ollivier 2017)
+  snap:N            online: SnAp-N, RTRL kept on what N steps connect (snap:1, snap:2)
+                    (online ones take update_every=U: rtrl:update_every=10, snap:1,update_every=10)
+"""
+
 FLAG_KEYS = {
     "data": "data.path",
     "task": "data.task",

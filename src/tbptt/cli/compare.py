@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from tbptt.cli.common import (
+    STRATEGY_HELP,
     add_data_arguments,
     add_model_arguments,
     add_optimizer_arguments,
@@ -23,7 +24,6 @@ from tbptt.cli.common import (
     model_config_for,
     run_config_from_args,
 )
-from tbptt.cli.train import STRATEGY_HELP
 from tbptt.data.config import load_dataset
 from tbptt.integrations.tensorboard import check_available, write_metrics_file
 from tbptt.report import run_summary, table_rows, verdicts, write_report

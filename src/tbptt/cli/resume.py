@@ -1,4 +1,5 @@
-"""Resuming ``tbptt train`` runs and stopping them cleanly on a signal.
+"""Resuming ``tbptt train`` runs (the configuration a resumed run continues with, and what
+it may not change) and stopping them cleanly on a signal.
 
 A run directory holds the run's checkpoints (with its configuration and the length
 and digest of the metrics written so far) and its ``metrics.jsonl``; ``--resume DIR`` takes the
@@ -14,8 +15,10 @@ import signal
 import sys
 from pathlib import Path
 
+from tbptt.cli.common import FLAG_KEYS, run_config_from_args
 from tbptt.data.dataset import TextData
 from tbptt.errors import CheckpointError, ConfigError
+from tbptt.train import RunConfig
 from tbptt.train.checkpoint import latest_checkpoint, write_atomically
 from tbptt.train.metrics import file_sha256
 
@@ -168,3 +171,54 @@ def check_same_data(found: tuple[Path, dict], data, digest: str) -> None:
             f"the checkpoint {path} was trained on other data (same shape, different values); "
             "resume with the same --data file, or use another --out"
         )
+
+
+def configure(args, out: Path) -> tuple[RunConfig, tuple[Path, dict] | None]:
+    """The run's configuration (before the data fills in the model's sizes) and the
+    checkpoint to continue (None: a fresh run).
+
+    A fresh run, or ``--out DIR``: the defaults with the given flags. ``--resume DIR``: the
+    run's saved configuration with the given flags.
+    """
+    found = find_run(out, resume=bool(args.resume), other_out=args.out)
+    if found is not None and args.resume:
+        return run_config_from_args(args, base=saved_config(found)), found
+    return run_config_from_args(args), found
+
+
+def saved_config(found: tuple[Path, dict]) -> RunConfig:
+    path, payload = found
+    if "config" not in payload or "trainer" not in payload:
+        raise CheckpointError(f"{path} is not a checkpoint of tbptt train; use another --out")
+    return RunConfig.from_dict(payload["config"])
+
+
+def check_continues(config: RunConfig, found: tuple[Path, dict], *, resume: bool, out: Path):
+    """One comparison with the saved run: refuse any change a resumed run may not make."""
+    saved = saved_config(found)
+    diffs = config.differences(saved)
+    if not diffs:
+        return
+    if resume:
+        key = diffs[0].split(" ")[0]
+        raise CheckpointError(
+            f"--resume {out}: {_flag(key)} {_value(config, key)} differs from the run's "
+            f"{_value(saved, key)!r}; drop the flag to continue the run as it was, or start "
+            "a new run with --out"
+        )
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    raise CheckpointError(
+        f"the checkpoint {found[0]} belongs to another run: {'; '.join(diffs[:3])}{more}; "
+        "resume with the same settings (or --resume DIR), or use another --out"
+    )
+
+
+def _value(config: RunConfig, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _flag(key: str) -> str:
+    """The command-line flag of a dotted configuration key (``train.lr`` -> ``--lr``)."""
+    dest = next((d for d, k in FLAG_KEYS.items() if k == key), None)
+    return "--" + dest.replace("_", "-") if dest else key

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from tbptt.atomic import remove_debris
 from tbptt.cli.common import (
-    FLAG_KEYS,
+    STRATEGY_HELP,
     add_data_arguments,
     add_model_arguments,
     add_optimizer_arguments,
@@ -25,7 +25,6 @@ from tbptt.cli.common import (
     check_device,
     given_flags,
     model_config_for,
-    run_config_from_args,
 )
 from tbptt.cli.outputs import (
     closing_line,
@@ -34,7 +33,14 @@ from tbptt.cli.outputs import (
     sample,
     write_predictions,
 )
-from tbptt.cli.resume import Stopped, StopRequest, check_same_data, find_run, restore_metrics
+from tbptt.cli.resume import (
+    Stopped,
+    StopRequest,
+    check_continues,
+    check_same_data,
+    configure,
+    restore_metrics,
+)
 from tbptt.cli.text import prepared_options, test_line, test_metrics, text_reading
 from tbptt.data.config import data_digest, load_dataset
 from tbptt.data.dataset import TextData
@@ -61,29 +67,6 @@ from tbptt.train.distributed import (
     shutdown,
 )
 from tbptt.truncation import Strategy, parse_strategy
-
-STRATEGY_HELP = """\
-strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 | variable:K
-               (full and full:N take ",checkpoint" or ",checkpoint=S": full:checkpoint)
-  full              exact BPTT over each column's whole stream, one step per epoch
-  full:N            exact BPTT over independent N-step sequences (fresh state each)
-  full:checkpoint   the same gradient with activation checkpointing over sqrt(T)-step
-                    segments (memory O(sqrt T), one extra forward); checkpoint=S: S steps
-  regular:K         detach the state every K steps, one step per window
-  randomized:K      unbiased randomized truncation, mean window K (cut prob. 1/K,
-                    surviving edges' gradients scaled by 1/(1 - 1/K))
-  randomized:K,alpha=A   Tallec & Ollivier's polynomial schedule (A > 2, e.g. 4)
-  k1k2:K1,K2        TBPTT(k1, k2): a step every K1 steps; the losses of those K1 steps
-                    backpropagate to K2 steps before the window's end (K1 <= K2)
-  variable:K        AWD-LSTM variable length: base K (p 0.95) or K/2, length
-                    max(5, int(N(base, 5))), learning rate times length / K
-  adaptive:D        regular:K with K re-chosen each epoch: the smallest whose measured
-                    relative gradient bias is <= D (k=K0, max=KMAX, every=E epochs)
-  rtrl              online: exact real-time recurrent learning, the state never cut
-  uoro              online: unbiased rank-one RTRL (Tallec & Ollivier 2017)
-  snap:N            online: SnAp-N, RTRL kept on what N steps connect (snap:1, snap:2)
-                    (online ones take update_every=U: rtrl:update_every=10, snap:1,update_every=10)
-"""
 
 
 def train_parser(sub) -> None:
@@ -165,12 +148,6 @@ def train_parser(sub) -> None:
     p.set_defaults(command=train_command)
 
 
-def _flag(key: str) -> str:
-    """The command-line flag of a dotted configuration key (``train.lr`` -> ``--lr``)."""
-    dest = next((d for d, k in FLAG_KEYS.items() if k == key), None)
-    return "--" + dest.replace("_", "-") if dest else key
-
-
 # A long run writes millions of step lines: in memory, the trainer's writer keeps the
 # epoch records and this many of the newest step records; the plot reads at most about
 # PLOT_STEPS step records back from the file (evenly thinned).
@@ -181,51 +158,6 @@ PLOT_STEPS = 20_000
 # after a kill, is removed once the run holds the directory's lock).
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv", "curves.png",
              "predictions.png")  # fmt: skip
-
-
-def _configure(args, out: Path) -> tuple[RunConfig, tuple[Path, dict] | None]:
-    """The run's configuration (before the data fills in the model's sizes) and the
-    checkpoint to continue (None: a fresh run).
-
-    A fresh run, or ``--out DIR``: the defaults with the given flags. ``--resume DIR``: the
-    run's saved configuration with the given flags.
-    """
-    found = find_run(out, resume=bool(args.resume), other_out=args.out)
-    if found is not None and args.resume:
-        return run_config_from_args(args, base=_saved(found)), found
-    return run_config_from_args(args), found
-
-
-def _saved(found: tuple[Path, dict]) -> RunConfig:
-    path, payload = found
-    if "config" not in payload or "trainer" not in payload:
-        raise CheckpointError(f"{path} is not a checkpoint of tbptt train; use another --out")
-    return RunConfig.from_dict(payload["config"])
-
-
-def _check_continues(config: RunConfig, found: tuple[Path, dict], *, resume: bool, out: Path):
-    """One comparison with the saved run: refuse any change a resumed run may not make."""
-    saved = _saved(found)
-    diffs = config.differences(saved)
-    if not diffs:
-        return
-    if resume:
-        key = diffs[0].split(" ")[0]
-        raise CheckpointError(
-            f"--resume {out}: {_flag(key)} {_value(config, key)} differs from the run's "
-            f"{_value(saved, key)!r}; drop the flag to continue the run as it was, or start "
-            "a new run with --out"
-        )
-    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-    raise CheckpointError(
-        f"the checkpoint {found[0]} belongs to another run: {'; '.join(diffs[:3])}{more}; "
-        "resume with the same settings (or --resume DIR), or use another --out"
-    )
-
-
-def _value(config: RunConfig, key: str):
-    section, name = key.split(".")
-    return getattr(getattr(config, section), name)
 
 
 def train_command(args) -> int:
@@ -289,7 +221,7 @@ def _train(args, out: Path, lock: RunLock, group: Group | None = None) -> int:
 
 def _prepare(args, out: Path, group: Group | None) -> tuple[_Run, torch.nn.Module]:
     """Every check that needs no run directory, the data and the model; nothing written."""
-    config, found = _configure(args, out)
+    config, found = configure(args, out)
     # Validate everything cheap before touching data, so mistakes are reported at once.
     config.check()
     strategy = parse_strategy(config.train.strategy)
@@ -305,7 +237,7 @@ def _prepare(args, out: Path, group: Group | None) -> tuple[_Run, torch.nn.Modul
             config = config.replace(train={"device": f"cuda:{group.local_rank}"})
 
     if found is not None and args.resume:  # the flags against the run, before any data is read
-        _check_continues(config, found, resume=True, out=out)
+        check_continues(config, found, resume=True, out=out)
     config = dataclasses.replace(config, data=config.data.resolved())  # the text defaults, fixed
     data = load_dataset(config.data, seed=config.train.seed)
     if isinstance(data, PreparedText):  # tokenized by tbptt prepare: the options are the data's
@@ -320,7 +252,7 @@ def _prepare(args, out: Path, group: Group | None) -> tuple[_Run, torch.nn.Modul
     if found is not None:
         check_same_data(found, data, digest)
         if not args.resume:  # --out DIR: the flags must describe the run found there
-            _check_continues(config, found, resume=False, out=out)
+            check_continues(config, found, resume=False, out=out)
     torch.manual_seed(config.train.seed)
     model = build_model(config, data)
     if group is not None:  # the same weights on every rank; dropout masks of their own
