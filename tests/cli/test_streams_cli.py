@@ -65,7 +65,9 @@ def test_temperatures_forecast_beats_persistence_in_degrees(tmp_path, capsys):
     assert f"RMSE {summary['val_rmse']:.4f}" in printed and "persistence: RMSE" in printed
     with open(out / "predictions.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["index", "Temp", "Temp_predicted", "Temp_persistence"]
+    # the time column names the first column; lines end with \n as any other tbptt file
+    assert rows[0] == ["Date", "Temp", "Temp_predicted", "Temp_persistence"]
+    assert b"\r" not in (out / "predictions.csv").read_bytes()
     assert len(rows) == 1 + 365 and rows[1][0] == "1990-01-01"
     # The CSV's errors are the reported ones, in degrees (independent recomputation).
     errors = [float(r[2]) - float(r[1]) for r in rows[1:]]

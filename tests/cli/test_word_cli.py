@@ -164,14 +164,13 @@ def test_a_run_saved_before_the_end_of_line_token_is_read_as_it_was_trained():
 
 
 def test_the_first_line_says_how_the_text_was_read(time_machine, tmp_path):
-    from tbptt.cli.text import text_reading
-    from tbptt.data.config import DataConfig
+    from tbptt.data.config import DataConfig, load_dataset
 
-    lecture = text_reading(DataConfig(path=str(time_machine)).resolved())
+    lecture = load_dataset(DataConfig(path=str(time_machine))).reading()
     assert lecture.startswith("normalization letters") and "<eos>" not in lecture
     mine = tmp_path / "mine.txt"
-    mine.write_text("Some Text.\n")
-    words = text_reading(DataConfig(path=str(mine), tokens="word", min_freq=3).resolved())
+    mine.write_text("Some Text. Some more text, some.\n" * 3)
+    words = load_dataset(DataConfig(path=str(mine), tokens="word", min_freq=3)).reading()
     assert (
         words
         == "text read as it is (no normalization), <eos> at line ends, tokens seen < 3 times are <unk>"

@@ -15,11 +15,10 @@ from pathlib import Path
 
 from torch import nn
 
-from tbptt.data import Dataset, TextData, Vocab
-from tbptt.data.config import load_dataset
-from tbptt.data.prepared import PreparedText
-from tbptt.data.tokenize import compact_dtype
-from tbptt.errors import CheckpointError, ConfigError
+from tbptt.data import Dataset
+from tbptt.data.config import DataConfig, load_dataset
+from tbptt.data.kinds import family_of
+from tbptt.errors import CheckpointError, ConfigError, DataError
 from tbptt.models import ModelConfig
 from tbptt.train import RunConfig, load_checkpoint
 from tbptt.train.build import build_model
@@ -53,17 +52,11 @@ def load_model(
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
     if data_path is not None:
-        config = dataclasses.replace(config, data=config.data.reading(data_path))
+        config = dataclasses.replace(config, data=_reading(config.data, data_path, path))
     data = load_dataset(config.data, seed=config.train.seed)
     vocab = payload.get("vocab")
-    if isinstance(data, TextData) and vocab is not None and list(vocab) != data.vocab.itos:
-        if isinstance(data, PreparedText):  # its ids are fixed: re-indexing would copy it all
-            raise CheckpointError(
-                f"the prepared corpus {data.path} has another vocabulary ({len(data.vocab)} "
-                f"tokens there, {len(vocab)} in {path}); use the run's own prepared corpus, or "
-                "a text file (read with the run's vocabulary)"
-            )
-        data = _reindexed(data, Vocab(itos=vocab))
+    if vocab is not None and data.vocabulary() is not None:
+        data = data.with_vocabulary(list(vocab))
     _check_inputs(config.model, data, path)
     model = build(config, data)
     try:
@@ -74,19 +67,28 @@ def load_model(
     return model, data, config
 
 
-def _reindexed(data: TextData, vocab: Vocab) -> TextData:
-    """``data`` with its tokens indexed by ``vocab`` (a checkpoint's)."""
-    lookup = vocab.encode(data.vocab.itos)  # (V_data,): this data's index -> vocab's index
-    lookup = lookup.to(compact_dtype(len(vocab)))
-    # .long(): the ids are stored compact, and a uint8 index would be read as a mask
-    return dataclasses.replace(
-        data, vocab=vocab, train=lookup[data.train.long()], valid=lookup[data.valid.long()]
-    )
+def _reading(config: DataConfig, data_path: str, path) -> DataConfig:
+    """The run's data section reading ``data_path``, refused when that is data of another
+    family than the run's (a series given to a text run, or the other way round)."""
+    other = config.reading(data_path)
+    try:
+        mine, theirs = family_of(config), family_of(other)
+    except DataError:
+        return other  # loading it says what is wrong
+    if mine != theirs:
+        raise DataError(
+            f"{data_path} is {_WHAT[theirs]}, but the run in {path} was trained on "
+            f"{_WHAT[mine]}; give it {_WHAT[mine]} (its own data, or the same kind of data)"
+        )
+    return other
+
+
+_WHAT = {"text": "text", "series": "a time series", "task": "a synthetic task"}
 
 
 def _check_inputs(config: ModelConfig, data: Dataset, path) -> None:
     """Refuse data whose rows the saved built-in model cannot read (another --data)."""
-    if getattr(data, "model", None) is not None:
+    if data.model is not None:
         return
     shape = data.shape
 

@@ -20,7 +20,6 @@ from tbptt.cli.common import (
     model_config_for,
     run_config_from_args,
 )
-from tbptt.data import TextData
 from tbptt.data.config import load_dataset
 from tbptt.errors import ConfigError
 from tbptt.models import ModelConfig
@@ -259,7 +258,7 @@ def analyze_command(args) -> int:
         return _wrote(out, name, start)
     model, data, run, objective, where = _inputs(args)
     source = _source(run)
-    if name == "linear" and not isinstance(data, TextData):
+    if name == "linear" and data.vocabulary() is None:
         kind = {"series": "a time series", "task": "a synthetic task"}.get(
             data.describe().get("kind"), "not text"
         )

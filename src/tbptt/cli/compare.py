@@ -28,6 +28,7 @@ from tbptt.data.config import load_dataset
 from tbptt.integrations.tensorboard import check_available, write_metrics_file
 from tbptt.report import run_summary, table_rows, verdicts, write_report
 from tbptt.train import RunConfig, TrainConfig
+from tbptt.train.build import model_title
 from tbptt.train.compare import (
     DEFAULT_STRATEGIES,
     CompareConfig,
@@ -141,15 +142,11 @@ def compare_command(args) -> int:
     data = load_dataset(run.data, seed=run.train.seed)
     run = dataclasses.replace(run, model=model_config_for(data, run.model, given=given_flags(args)))
     objective = build_objective(run, data)
-    influence = getattr(data, "model", None) == "influence"
-    model = (lambda: build_model(run, data)) if influence else run.model
+    own_model = data.model is not None  # a task's own model (influence balancing)
+    model = (lambda: build_model(run, data)) if own_model else run.model
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     metric = objective.primary
-    what = (
-        "influence balancing"
-        if influence
-        else (f"{run.model.kind} {run.model.num_layers}x{run.model.hidden_size}")
-    )
+    what = model_title(run, data)
     source = run.data.task or Path(run.data.path or "The Time Machine").name
     budget = ", ".join(
         text

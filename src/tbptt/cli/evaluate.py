@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 
 from tbptt.analysis import load_model
 from tbptt.atomic import write_atomically
 from tbptt.cli.common import build_objective, check_device, format_metric
-from tbptt.data import TextData
-from tbptt.data.series import SeriesData, read_table
 from tbptt.errors import ConfigError, DataError
 from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.generate import check_sampling, forecast, generate
@@ -142,7 +139,7 @@ def evaluate_metrics(args) -> dict:
     name = args.split or ("test" if reads_test else "valid")
     train = data.train_split()
     if name == "test":
-        split = data.test_split() if isinstance(data, TextData) else None
+        split = data.test_split()
         if split is None:
             raise DataError(
                 f"{args.checkpoint} has no test file; name one with --data FILE (a run trained "
@@ -157,8 +154,9 @@ def evaluate_metrics(args) -> dict:
     # has nothing before it.
     context = None
     if split.next_token and name != "train":
-        before = data.valid if name == "test" and len(data.valid) else data.train
-        context = before[-1] if name == "test" else train.inputs[-1]
+        valid = data.valid_split()
+        before = valid if name == "test" and len(valid) else train
+        context = before.inputs[-1]
     batch_size = args.batch_size or config.train.eval_batch_size
     batch = evaluation_batch(split, batch_size, context=context).to(device)
     sums = evaluate(
@@ -211,20 +209,20 @@ def generate_command(args) -> int:
     args.checkpoint = _run_path(args)
     model, data, config = load_model(args.checkpoint)
     model = model.to(_device(args, config))
-    if isinstance(data, SeriesData):
+    if "predictions" in data.outputs:
         return _forecast_command(args, model, data, config)
     if args.history is not None:
         raise ConfigError("--history is the input of a forecasting run; a text run takes --prefix")
-    if not isinstance(data, TextData):
+    if "sample" not in data.outputs:
         raise DataError(
-            f"{args.checkpoint} was trained on {type(data).__name__}, not text or a time "
-            "series; generate continues text and forecasts series only (use tbptt evaluate "
-            "to measure it)"
+            f"{args.checkpoint} was trained on {data.describe().get('kind', 'data')}, not text "
+            "or a time series; generate continues text and forecasts series only (use tbptt "
+            "evaluate to measure it)"
         )
     text = args.prefix if args.prefix is not None else config.output.prefix
-    prefix = data.encode(text) if text else data.valid[:0]
+    prefix = data.encode(text) if text else data.opening(0)
     if len(prefix) == 0 or bool((prefix == 0).all()):  # nothing known: the run's own text
-        prefix = data.valid[:10] if len(data.valid) >= 10 else data.train[:10]
+        prefix = data.opening(10)
     # One generator for all samples: sample 1 is the single sample of the same seed.
     generator = torch.Generator().manual_seed(args.seed)
     for i in range(args.num_samples):
@@ -243,14 +241,25 @@ def generate_command(args) -> int:
     return 0
 
 
-def _forecast_command(args, model, data: SeriesData, config) -> int:
+def _forecast_command(args, model, data, config) -> int:
     """Print the forecast of the next steps after the history's last series, as CSV."""
-    if args.prefix is not None or args.num_samples != 1:
-        raise ConfigError(
-            "a forecasting run continues --history FILE (default: its data) with one "
-            "forecast; --prefix and --num-samples apply to text runs"
+    sampling = [
+        flag
+        for flag, value, default in (
+            ("--prefix", args.prefix, None),
+            ("--num-samples", args.num_samples, 1),
+            ("--temperature", args.temperature, 0.0),
+            ("--top-k", args.top_k, None),
+            ("--top-p", args.top_p, None),
         )
-    history = _history(args.history or config.data.path, data, config.data.series_id)
+        if value != default
+    ]
+    if sampling:
+        raise ConfigError(
+            f"{', '.join(sampling)} apply to text runs; a forecasting run continues --history "
+            "FILE (default: its data) with one point forecast: drop them"
+        )
+    history = data.history(args.history)
     dtype = next(model.parameters()).dtype
     steps = data.horizon if args.length is None else args.length
     forecasts = forecast(
@@ -265,29 +274,3 @@ def _forecast_command(args, model, data: SeriesData, config) -> int:
     for j, row in enumerate(values.tolist()):
         print(f"+{j + 1}," + ",".join(f"{v:.6g}" for v in row))
     return 0
-
-
-def _history(path, data: SeriesData, series_id: str | None) -> torch.Tensor:
-    """(P, F) standardized input rows of the last series of the table at ``path``."""
-    table = read_table(path)
-    missing = [c for c in (*data.input_columns, series_id) if c and c not in table.columns]
-    if missing:
-        raise DataError(
-            f"{table.path} has no column(s) {', '.join(map(repr, missing))} the run reads; "
-            f"available: {', '.join(map(repr, table.columns))}"
-        )
-    start = len(table)
-    if series_id is not None:  # the last run of equal ids
-        last = table.label(series_id, len(table) - 1)
-        while start > 0 and table.label(series_id, start - 1) == last:
-            start -= 1
-    else:
-        start = 0
-    values = np.stack([table.numbers(c)[start:] for c in data.input_columns], axis=1)  # (P, F)
-    if np.isnan(values).any():
-        row = start + int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
-        raise DataError(
-            f"{table.where(row)}: a missing value in the history; a forecast reads every row "
-            "of the last series, so fill it (or give --history a file without gaps)"
-        )
-    return data.inputs_scaler.transform(torch.from_numpy(values))

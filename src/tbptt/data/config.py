@@ -13,12 +13,15 @@ docs      a directory of files, or a file + separator     tokens, normalize, sep
 series    a CSV / .npy / .npz file                        target, inputs, horizon,
                                                           series_id, time_column, missing
 task      a synthetic task spec (``adding:T=100``)        task, seed
-prepared  a directory made by ``tbptt prepare`` (a        none: its meta.json holds
-          memory-mapped token file, docs/prepared.md)     the token options
+prepared  a directory made by ``tbptt prepare`` (a        the ones it was made with
+          memory-mapped token file, docs/prepared.md)     (meta.json): repeated or
+                                                          left out, never others
 ========  ==============================================  =======================
 
 ``valid_fraction`` applies to every kind but tasks (which generate their own
-validation split) and separate validation files.
+validation split) and separate validation files. An option a kind does not read
+is refused, naming it and why (:mod:`tbptt.data.kinds`); a run records only the
+options its kind read.
 
 Text defaults (``None`` fields, fixed by :meth:`DataConfig.resolved`): The Time
 Machine (the lecture's data) is read with the lecture's normalization
@@ -28,21 +31,20 @@ end-of-line token ``<eos>``, character level none (the line end is a character).
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tbptt.data.corpus import corpus_files, is_time_machine, load_corpus, read_text, strip_gutenberg
-from tbptt.data.dataset import Dataset, TextData, prepare_corpus, prepare_text
-from tbptt.data.prepared import PreparedText, is_prepared, load_prepared
+from tbptt.data.corpus import corpus_files, is_time_machine
+from tbptt.data.dataset import Dataset, TextData
+from tbptt.data.kinds import KINDS, SERIES_SUFFIXES, applied_options, kind_of
+from tbptt.data.prepared import PreparedText
 from tbptt.data.tokenize import NORMALIZERS, TOKENIZERS
 from tbptt.errors import ConfigError, DataError
 
 __all__ = ["DataConfig", "DATA_KINDS", "SERIES_SUFFIXES", "load_dataset", "data_digest"]
 
-DATA_KINDS = ("text", "docs", "series", "task", "prepared")
-SERIES_SUFFIXES = (".csv", ".npy", ".npz")
+DATA_KINDS = tuple(kind.name for kind in KINDS)
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,24 @@ class DataConfig:
     valid_fraction: float = 0.1
 
     def resolved_kind(self) -> str:
-        if self.kind is not None:
-            return self.kind
-        if self.task:
-            return "task"
-        if (self.path or self.documents) and is_prepared(self.path or self.documents):
-            return "prepared"
-        if self.documents or self.separator:
-            return "docs"
-        if self.path and Path(self.path).suffix.lower() in SERIES_SUFFIXES:
-            return "series"
-        if self.path and Path(self.path).expanduser().is_dir() and not self.train_file:
-            return "text" if corpus_files(self.path) is not None else "docs"
-        return "text"
+        """The name of the kind that reads this data (:func:`tbptt.data.kinds.kind_of`)."""
+        return kind_of(self).name
+
+    def applied(self) -> DataConfig:
+        """This configuration as its kind reads it: the options the kind ignores at their
+        defaults, a prepared directory's options the ones it was made with (what a run
+        records).
+
+        Raises:
+            ConfigError: an option that does not apply, naming it and why.
+        """
+        config, refused = applied_options(self)
+        if refused:
+            raise ConfigError(
+                "; ".join(why for _, why in refused),
+                options=tuple(f"data.{name}" for name, _ in refused),
+            )
+        return config
 
     def split_files(self) -> dict[str, Path] | None:
         """``{"train", "valid"[, "test"]}`` files of a corpus given in separate files (the
@@ -140,8 +147,11 @@ class DataConfig:
         """This configuration with the text defaults fixed: ``normalize`` (``letters`` for
         The Time Machine, ``none`` for any other text) and ``eos`` (on for word level)."""
         changes = {}
+        kind = self.resolved_kind()
+        if kind not in ("text", "docs"):  # the text defaults are a text's
+            return self
         if self.normalize is None:
-            lecture = self.resolved_kind() == "text" and (
+            lecture = kind == "text" and (
                 (self.path is None and not self.train_file)
                 or (self.path is not None and is_time_machine(self.path))
             )
@@ -153,9 +163,10 @@ class DataConfig:
     def problems(self) -> list[str]:
         """Every invalid option, as phrases (empty when all is well)."""
         out = []
-        kind = self.resolved_kind()
-        if kind not in DATA_KINDS:
-            out.append(f"unknown data kind {kind!r}, expected one of {', '.join(DATA_KINDS)}")
+        try:
+            kind = self.resolved_kind()
+        except DataError as e:
+            return [str(e)]
         if self.tokens not in TOKENIZERS:
             out.append(f"unknown token level {self.tokens!r}, expected {' or '.join(TOKENIZERS)}")
         if self.normalize is not None and self.normalize not in NORMALIZERS:
@@ -172,8 +183,6 @@ class DataConfig:
             )
         if kind == "series" and not self.target:
             out.append("a time series needs its target column(s)")
-        if kind != "series" and (self.target or self.inputs or self.series_id):
-            out.append(f"target / input / series-id columns apply to a time series, not to {kind}")
         if self.task and self.path:
             out.append("give a task or a data file, not both")
         if self.eos and self.tokens != "word":
@@ -192,70 +201,26 @@ class DataConfig:
             out.append("give training/validation files or a data path, not both")
         if self.train_file and kind != "text":
             out.append(f"training/validation files are text, not {kind}")
+        if not out:
+            out += [why for _, why in applied_options(self)[1]]
         return out
 
 
 def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
-    """The :class:`~tbptt.data.Dataset` ``config`` describes (``seed``: a task's data seed).
+    """The :class:`~tbptt.data.Dataset` ``config`` describes (``seed``: a task's data seed),
+    read by its kind (:mod:`tbptt.data.kinds`).
 
     Raises:
         DataError / SpecError / ConfigError: one line saying what is wrong.
     """
     if problems := config.problems():
-        raise ConfigError("; ".join(problems))
-    config = config.resolved()
-    kind = config.resolved_kind()
-    if kind == "prepared":  # tokenized by tbptt prepare: its own level and vocabulary
-        return load_prepared(config.path or config.documents)
-    if kind == "task":
-        from tbptt.data.tasks import parse_task
-
-        return parse_task(config.task, seed=seed)
-    if kind == "series":
-        from tbptt.data.series import prepare_series
-
-        return prepare_series(config.path, **config.series_options())
-    if kind == "docs":
-        from tbptt.data.documents import prepare_documents, read_documents
-
-        source = config.documents or config.path
-        if source is None:
-            raise DataError(
-                "documents need a path: a directory of files, or a file and a separator"
-            )
-        separator = codecs.decode(config.separator, "unicode_escape") if config.separator else None
-        documents = read_documents(source, separator=separator)
-        if config.strip_gutenberg:
-            documents = [strip_gutenberg(d, name=f"document {i}") for i, d in enumerate(documents)]
-        return prepare_documents(
-            documents,
-            level=config.tokens,
-            normalization=config.normalize,
-            valid_fraction=config.valid_fraction,
-            min_freq=config.min_freq,
-            max_vocab=config.max_vocab,
-            eos=config.eos,
-        )
-    words = dict(
-        level=config.tokens,
-        normalization=config.normalize,
-        min_freq=config.min_freq,
-        max_vocab=config.max_vocab,
-        eos=config.eos,
-    )
-    files = config.split_files()
-    if files is not None:
-        texts = {k: _read(path, config.strip_gutenberg) for k, path in files.items()}
-        return prepare_corpus(texts["train"], texts["valid"], texts.get("test"), **words)
-    text, path = load_corpus(config.path, cache_dir=config.cache_dir)
-    if config.strip_gutenberg:
-        text = strip_gutenberg(text, name=str(path))
-    return prepare_text(text, valid_fraction=config.valid_fraction, **words)
+        raise ConfigError("; ".join(problems), options=_problem_options(config))
+    config = config.resolved().applied()
+    return kind_of(config).load(config, seed)
 
 
-def _read(path: Path, gutenberg: bool) -> str:
-    text = read_text(path)
-    return strip_gutenberg(text, name=str(path)) if gutenberg else text
+def _problem_options(config: DataConfig) -> tuple[str, ...]:
+    return tuple(f"data.{name}" for name, _ in applied_options(config)[1])
 
 
 def data_digest(data: Dataset) -> str:

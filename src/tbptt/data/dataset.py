@@ -3,19 +3,25 @@ inputs and targets, its trivial baselines), and text as one: a vocabulary and to
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from tbptt.data.streams import StreamData, split_stream
-from tbptt.data.tokenize import EOS, TokenIndexer, Vocab, normalize, tokenize
+from tbptt.data.tokenize import EOS, TokenIndexer, Vocab, compact_dtype, normalize, tokenize
 from tbptt.errors import DataError
 
 __all__ = [
     "DataShape",
     "Dataset",
+    "DatasetBase",
+    "StreamDataset",
+    "split_digest",
+    "text_identity",
     "TextData",
     "prepare_text",
     "prepare_corpus",
@@ -44,11 +50,25 @@ class DataShape:
 
 @runtime_checkable
 class Dataset(Protocol):
-    """A training and a validation split, their shape, and baselines to beat.
+    """What a run trains on, and everything about it that depends on its kind.
 
-    :class:`TextData`, :class:`~tbptt.data.series.SeriesData` and
-    :class:`~tbptt.data.tasks.Task` are datasets.
+    The code above the data layer asks; the kind answers. :class:`TextData`
+    (and its documents and prepared forms), :class:`~tbptt.data.series.SeriesData`,
+    :class:`~tbptt.data.tasks.Task` and :class:`StreamDataset` (your own splits) are
+    datasets; :class:`DatasetBase` gives the answers most kinds share.
+
+    Attributes:
+        unit: what one row is, in words for a log line ("char tokens", "rows").
+        outputs: what a run writes at its end besides curves and summary:
+            "sample" (a text continued) and/or "predictions" (a series' validation
+            forecasts, in its own units).
+        model: a built-in model the data requires (a task such as influence balancing
+            names its own), else None.
     """
+
+    unit: str
+    outputs: tuple[str, ...]
+    model: str | None
 
     @property
     def shape(self) -> DataShape: ...
@@ -57,13 +77,169 @@ class Dataset(Protocol):
 
     def valid_split(self) -> StreamData: ...
 
-    def baselines(self) -> dict[str, dict[str, float]]:
-        """Trivial predictors' validation metrics, e.g. ``{"unigram": {"ppl": 16.7}}``."""
+    def test_split(self) -> StreamData | None:
+        """A held-out test split (None: the data has none)."""
+        ...
+
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
+        """Trivial predictors' metrics on ``split``, e.g. ``{"unigram": {"ppl": 16.7}}``."""
         ...
 
     def describe(self) -> dict:
         """A JSON-ready summary (kind, sizes, options) for configurations and reports."""
         ...
+
+    def identity(self) -> str:
+        """A digest of the rows a run trains and is scored on: equal for the same data in any
+        form (a text and its preparation, a CSV and its prepared series)."""
+        ...
+
+    def vocabulary(self) -> list[str] | None:
+        """The token of each id (None: the rows are not tokens)."""
+        ...
+
+    def with_vocabulary(self, itos: list[str]) -> Dataset:
+        """The same data indexed by ``itos`` (a trained run's vocabulary)."""
+        ...
+
+    def reading(self) -> str:
+        """How the source was read, in words (e.g. the normalization), or ""."""
+        ...
+
+    def output_prior(self) -> torch.Tensor | None:
+        """(O,) training counts of each output a model should start from (a word-level
+        vocabulary: the unigram baseline), else None."""
+        ...
+
+    def target_scale(self) -> torch.Tensor | None:
+        """(D,) the factor from the targets as trained to the data's own units (a
+        standardized series), else None."""
+        ...
+
+
+class DatasetBase:
+    """The answers most kinds share: no test split, no vocabulary, no outputs of its own,
+    an identity that is the digest of its splits' tensors."""
+
+    unit = "rows"
+    outputs: tuple[str, ...] = ()
+    # ``model`` (the Protocol's) is each kind's own: a task's is a dataclass field.
+
+    def test_split(self) -> StreamData | None:
+        return None
+
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
+        return {}
+
+    def identity(self) -> str:
+        splits = [self.train_split(), self.valid_split(), self.test_split()]
+        return split_digest(type(self).__name__, [s for s in splits if s is not None])
+
+    def vocabulary(self) -> list[str] | None:
+        return None
+
+    def with_vocabulary(self, itos: list[str]):
+        return self
+
+    def reading(self) -> str:
+        return ""
+
+    def output_prior(self) -> torch.Tensor | None:
+        return None
+
+    def target_scale(self) -> torch.Tensor | None:
+        return None
+
+
+def split_digest(kind: str, splits: list[StreamData]) -> str:
+    """SHA-256 of ``kind`` and the tensors of ``splits`` (their values, types and shapes)."""
+    h = hashlib.sha256(kind.encode())
+    for split in splits:
+        for t in (split.inputs, split.targets, split.starts, split.mask):
+            h.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+            h.update(str(None if t is None else (t.dtype, tuple(t.shape))).encode())
+    return h.hexdigest()
+
+
+def text_identity(
+    itos: list[str], sizes: tuple[int, ...], tokens_sha256: str, starts_sha256: str
+) -> str:
+    """The identity of a tokenized text: its vocabulary, its split sizes and the SHA-256 of
+    its ids laid end to end in their file type (``tokens.bin`` of its preparation) and of
+    its document starts (``starts.bin``; "" for none)."""
+    h = hashlib.sha256(b"text")
+    h.update("\x00".join(itos).encode("utf-8", "surrogatepass"))
+    h.update(f"|{sizes}|{tokens_sha256}|{starts_sha256}".encode())
+    return h.hexdigest()
+
+
+def ids_sha256(parts: list[torch.Tensor], vocab_size: int) -> str:
+    """SHA-256 of token ids laid end to end in the file type of a vocabulary of that size."""
+    from tbptt.data.prepared.format import file_dtype
+
+    dtype = file_dtype(vocab_size)
+    h = hashlib.sha256()
+    for part in parts:
+        array = part.cpu().numpy()
+        for i in range(0, len(array), 1 << 24):  # a block at a time: a mapped corpus stays mapped
+            h.update(np.ascontiguousarray(array[i : i + (1 << 24)].astype(dtype, copy=False)))
+    return h.hexdigest()
+
+
+@dataclass
+class StreamDataset(DatasetBase):
+    """Your own splits as a :class:`Dataset`: a training and a validation
+    :class:`~tbptt.data.StreamData` (or token tensors), optionally a test split.
+
+    Example::
+
+        data = StreamDataset(StreamData(x_train, y_train), StreamData(x_valid, y_valid))
+    """
+
+    train: StreamData
+    valid: StreamData
+    test: StreamData | None = None
+    name: str = "stream"
+    model = None
+
+    def __post_init__(self):
+        from tbptt.data.streams import as_stream_data
+
+        self.train = as_stream_data(self.train)
+        self.valid = as_stream_data(self.valid)
+        self.test = as_stream_data(self.test) if self.test is not None else None
+
+    def train_split(self) -> StreamData:
+        return self.train
+
+    def valid_split(self) -> StreamData:
+        return self.valid
+
+    def test_split(self) -> StreamData | None:
+        return self.test
+
+    @property
+    def shape(self) -> DataShape:
+        x, y = self.train.inputs, self.train.targets
+        tokens = not torch.is_floating_point(x)
+        classes = y is not None and not torch.is_floating_point(y)
+        ids = [t.inputs for t in (self.train, self.valid, self.test) if t is not None and len(t)]
+        vocab = max(int(t.max()) + 1 for t in ids) if tokens and ids else 0
+        if y is None:  # next-token
+            return DataShape(vocab_size=vocab)
+        width = 1 if y.dim() == 1 else y.shape[-1]
+        return DataShape(
+            vocab_size=vocab,
+            input_size=0 if tokens else (1 if x.dim() == 1 else x.shape[-1]),
+            output_size=int(y.max()) + 1 if classes and len(y) else width,
+            objective="classify" if classes else "regress",
+        )
+
+    def describe(self) -> dict:
+        out = {"kind": self.name, "train_rows": len(self.train), "valid_rows": len(self.valid)}
+        if self.test is not None:
+            out["test_rows"] = len(self.test)
+        return out
 
 
 def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:
@@ -83,8 +259,14 @@ def unigram_perplexity_from_counts(train_counts: torch.Tensor, valid_counts: tor
     return math.exp(-float((valid_counts * log_p).sum() / valid_counts.sum()))
 
 
+_NORMALIZATIONS = {
+    "letters": "normalization letters (lowercase letters only, the lecture's)",
+    "none": "text read as it is (no normalization)",
+}
+
+
 @dataclass
-class TextData:
+class TextData(DatasetBase):
     """A tokenized corpus.
 
     Attributes:
@@ -106,6 +288,16 @@ class TextData:
     normalize: str
     test: torch.Tensor | None = field(default=None, kw_only=True)
     eos: bool = field(default=False, kw_only=True)
+    min_freq: int = field(default=1, kw_only=True)
+    max_vocab: int = field(default=0, kw_only=True)
+    gutenberg_stripped: bool = field(default=False, kw_only=True)
+
+    outputs = ("sample",)
+    model = None
+
+    @property
+    def unit(self) -> str:
+        return f"{self.level} tokens"
 
     @property
     def separator(self) -> str:
@@ -146,11 +338,74 @@ class TextData:
     def shape(self) -> DataShape:
         return DataShape(vocab_size=len(self.vocab))
 
-    def baselines(self) -> dict[str, dict[str, float]]:
-        """The unigram model's validation perplexity (token frequencies of the training split)."""
-        if len(self.valid) == 0:
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
+        """The unigram model's perplexity on ``split`` (token frequencies of the training split)."""
+        tokens = self.test if split == "test" else self.valid
+        if tokens is None or len(tokens) == 0:
             return {}
-        return {"unigram": {"ppl": unigram_perplexity(self.train, self.valid, len(self.vocab))}}
+        return {"unigram": {"ppl": unigram_perplexity(self.train, tokens, len(self.vocab))}}
+
+    def starts(self) -> list[torch.Tensor]:
+        """(N,) bool document starts of each split ([]: not documents)."""
+        marks = [self.train_split().starts, self.valid_split().starts]
+        if all(m is None for m in marks):
+            return []
+        return [
+            m if m is not None else torch.zeros(n, dtype=torch.bool)
+            for m, n in zip(marks, (len(self.train), len(self.valid)))
+        ]
+
+    def identity(self) -> str:
+        """Its vocabulary, split sizes and ids: the same for a text and its preparation."""
+        parts = [self.train, self.valid] + ([self.test] if self.test is not None else [])
+        starts = self.starts()
+        return text_identity(
+            self.vocab.itos,
+            tuple(len(p) for p in parts),
+            ids_sha256(parts, len(self.vocab)),
+            ids_sha256(starts, 2) if starts else "",
+        )
+
+    def vocabulary(self) -> list[str]:
+        return list(self.vocab.itos)
+
+    def with_vocabulary(self, itos: list[str]) -> TextData:
+        """Its tokens indexed by ``itos`` (tokens ``itos`` lacks become ``<unk>``)."""
+        if list(itos) == self.vocab.itos:
+            return self
+        vocab = Vocab(itos=list(itos))
+        lookup = vocab.encode(self.vocab.itos).to(compact_dtype(len(vocab)))  # (V_self,)
+        # .long(): the ids are stored compact, and a uint8 index would be read as a mask
+        return replace(
+            self,
+            vocab=vocab,
+            train=lookup[self.train.long()],
+            valid=lookup[self.valid.long()],
+            test=lookup[self.test.long()] if self.test is not None else None,
+        )
+
+    def reading(self) -> str:
+        """``normalization letters (...)`` or ``text read as it is``, and the word options."""
+        parts = [_NORMALIZATIONS.get(self.normalize, f"normalization {self.normalize}")]
+        if self.eos:
+            parts.append("<eos> at line ends")
+        if self.min_freq > 1:
+            parts.append(f"tokens seen < {self.min_freq} times are <unk>")
+        if self.max_vocab:
+            parts.append(f"at most {self.max_vocab} tokens")
+        if self.gutenberg_stripped:
+            parts.append("Gutenberg header and footer removed")
+        return ", ".join(parts)
+
+    def output_prior(self) -> torch.Tensor | None:
+        """Word level: the training count of each token (a model starts at the unigram)."""
+        if self.level != "word":
+            return None
+        return torch.bincount(self.train.long(), minlength=len(self.vocab))
+
+    def opening(self, n: int = 10) -> torch.Tensor:
+        """The first ``n`` validation tokens (the training ones if validation is shorter)."""
+        return self.valid[:n] if len(self.valid) >= n else self.train[:n]
 
     def describe(self) -> dict:
         return {
@@ -201,7 +456,14 @@ def prepare_text(
     vocab, indices = indexer.finish(n - n_valid, min_freq=min_freq, max_size=max_vocab)
     train, valid = split_stream(indices, valid_fraction)
     return TextData(
-        vocab=vocab, train=train, valid=valid, level=level, normalize=normalization, eos=eos
+        vocab=vocab,
+        train=train,
+        valid=valid,
+        level=level,
+        normalize=normalization,
+        eos=eos,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
     )
 
 
@@ -244,4 +506,6 @@ def prepare_corpus(
         normalize=normalization,
         test=parts[2] if test is not None else None,
         eos=eos,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
     )

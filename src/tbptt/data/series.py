@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tbptt.data.dataset import DataShape
+from tbptt.data.dataset import DatasetBase, DataShape
 from tbptt.data.streams import StreamData
 from tbptt.data.table import Table, read_table
 from tbptt.errors import DataError
@@ -114,7 +114,7 @@ class Standardizer:
 
 
 @dataclass(frozen=True)
-class SeriesData:
+class SeriesData(DatasetBase):
     """A forecasting data set: train / validation pairs and what is needed to read them.
 
     Attributes:
@@ -131,6 +131,8 @@ class SeriesData:
             the input row t, the persistence forecast of the target at t + h.
         valid_actual: (N_valid, D) float64, the validation targets in original units.
         train_target_mean: (D,) the mean of the training pairs' targets, original units.
+        source: the table it was read from (None: unknown); ``series_id`` and
+            ``time_column``: its label columns (None: none).
     """
 
     train: StreamData
@@ -145,12 +147,23 @@ class SeriesData:
     valid_persistence: torch.Tensor
     valid_actual: torch.Tensor
     train_target_mean: tuple[float, ...]
+    source: str | None = None
+    series_id: str | None = None
+    time_column: str | None = None
+
+    outputs = ("predictions",)
+    model = None
 
     def train_split(self) -> StreamData:
         return self.train
 
     def valid_split(self) -> StreamData:
         return self.valid
+
+    def target_scale(self) -> torch.Tensor:
+        """(D,) the targets' standard deviations: a standardized error times this is in the
+        data's own units."""
+        return torch.tensor(self.targets_scaler.std, dtype=torch.float64)
 
     @property
     def shape(self) -> DataShape:
@@ -173,10 +186,44 @@ class SeriesData:
             "targets_scaler": self.targets_scaler.to_dict(),
         }
 
-    def baselines(self) -> dict[str, dict[str, float]]:
+    def history(self, path: str | Path | None = None) -> torch.Tensor:
+        """(P, F) standardized input rows of the last series of the table at ``path`` (default:
+        the table this data was read from), what a forecast continues.
+
+        Raises:
+            DataError: no table to read (a preparation whose table is gone), a column the
+                run reads is missing, or a gap in the last series.
+        """
+        path = path if path is not None else self.source
+        if path is None or not Path(path).expanduser().is_file():
+            where = f"the table it was read from ({path}) is gone" if path else "it keeps no table"
+            raise DataError(f"no history to forecast from: {where}; give the table to continue")
+        table = read_table(path)
+        missing = [c for c in (*self.input_columns, self.series_id) if c and c not in table.columns]
+        if missing:
+            raise DataError(
+                f"{table.path} has no column(s) {', '.join(map(repr, missing))} the run reads; "
+                f"available: {', '.join(map(repr, table.columns))}"
+            )
+        start = 0
+        if self.series_id is not None:  # the last run of equal ids
+            last = table.label(self.series_id, len(table) - 1)
+            start = len(table)
+            while start > 0 and table.label(self.series_id, start - 1) == last:
+                start -= 1
+        values = np.stack([table.numbers(c)[start:] for c in self.input_columns], axis=1)  # (P, F)
+        if np.isnan(values).any():
+            row = start + int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
+            raise DataError(
+                f"{table.where(row)}: a missing value in the history; a forecast reads every "
+                "row of the last series, so fill it (or give a table without gaps)"
+            )
+        return self.inputs_scaler.transform(torch.from_numpy(values))
+
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
         """RMSE and MAE, original units, over all validation rows x D columns ({} if none) of
         ``persistence`` (the value h steps earlier) and ``mean`` (the training targets' mean)."""
-        if len(self.valid_actual) == 0:
+        if split != "valid" or len(self.valid_actual) == 0:
             return {}
         mean = torch.tensor(self.train_target_mean, dtype=torch.float64)  # (D,)
         scores = {}
@@ -344,4 +391,7 @@ def prepare_series(
         valid_persistence=torch.from_numpy(y_all[valid_t]),
         valid_actual=torch.from_numpy(y_all[valid_t + horizon]),
         train_target_mean=tuple(y_all[train_t + horizon].mean(0).tolist()),
+        source=str(Path(path).expanduser()),
+        series_id=series_id,
+        time_column=time_column,
     )

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tbptt.data.dataset import DataShape
+from tbptt.data.dataset import DatasetBase, DataShape
 from tbptt.data.streams import StreamData
 from tbptt.errors import SpecError
 
@@ -73,7 +73,7 @@ VALID_SEED_OFFSET = 1_000_003
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(DatasetBase):
     """A synthetic task: its data, how to read it, and its trivial baseline.
 
     Attributes:
@@ -124,10 +124,12 @@ class Task:
     def valid_split(self) -> StreamData:
         return self.valid
 
-    def baselines(self) -> dict[str, dict[str, float]]:
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
         """The trivial predictor's validation ``loss`` (and ``rmse`` = sqrt of an MSE); for
         classes also the majority class's validation accuracy (the most frequent training
         target, counted where the loss counts)."""
+        if split != "valid":
+            return {}
         loss = float(self.baseline["loss"])
         metrics = {"loss": loss}
         if self.baseline.get("metric") == "mse":
@@ -135,8 +137,8 @@ class Task:
         out = {self.baseline["name"]: metrics}
         if self.target_kind == "classes" and len(self.valid) > 0:
 
-            def counted(split: StreamData) -> torch.Tensor:
-                return split.targets if split.mask is None else split.targets[split.mask]
+            def counted(rows: StreamData) -> torch.Tensor:
+                return rows.targets if rows.mask is None else rows.targets[rows.mask]
 
             majority = int(torch.bincount(counted(self.train)).argmax())
             out["majority class"] = {

@@ -4,12 +4,12 @@ the model, the objective. The command line, the laboratory and your scripts buil
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
 
-from tbptt.data.dataset import Dataset, TextData
+from tbptt.data.dataset import Dataset
 from tbptt.data.streams import ids
 from tbptt.models.adaptive import frequency_cutoffs
 from tbptt.models.custom import StatefulModule
@@ -18,7 +18,7 @@ from tbptt.models.lm import ModelConfig, RecurrentNet
 from tbptt.train.config import RunConfig
 from tbptt.train.objectives import Objective, check_fits, make_objective
 
-__all__ = ["model_config_for", "build_model", "build_objective"]
+__all__ = ["DATA_MODELS", "model_title", "model_config_for", "build_model", "build_objective"]
 
 
 def model_config_for(
@@ -56,17 +56,36 @@ def _resolved_output(config: ModelConfig, data: Dataset, *, explicit: Collection
     return dataclasses.replace(config, **changes) if changes else config
 
 
+def _influence(task) -> nn.Module:
+    params = task.params
+    return StatefulModule(InfluenceBalancing(n=params["n"], p=params["p"]), batch_dim=-2)
+
+
+#: The models a dataset may name as its own (``Dataset.model``): name -> (title, ``build(data)``).
+DATA_MODELS: dict[str, tuple[str, Callable[[Dataset], nn.Module]]] = {
+    "influence": ("influence balancing", _influence),
+}
+
+
+def model_title(config: RunConfig, data: Dataset) -> str:
+    """The model a run trains, in a few words: ``lstm 2x256``, or the data's own model."""
+    if data.model is not None:
+        return DATA_MODELS[data.model][0]
+    m = config.model
+    return f"{m.kind} {m.num_layers}x{m.hidden_size}"
+
+
 def build_model(config: RunConfig, data: Dataset) -> nn.Module:
     """The model a run trains: the one a task requires (influence balancing), else the built-in
     model of ``config.model`` (at word level, with its output bias at the training unigram
     log-frequencies)."""
-    if getattr(data, "model", None) == "influence":
-        params = data.params
-        return StatefulModule(InfluenceBalancing(n=params["n"], p=params["p"]), batch_dim=-2)
+    if data.model is not None:
+        return DATA_MODELS[data.model][1](data)
     model = RecurrentNet(config.model)
-    if isinstance(data, TextData) and data.level == "word" and not config.model.output_size:
+    prior = data.output_prior()
+    if prior is not None and not config.model.output_size:
         # a word vocabulary: start from the unigram baseline (RecurrentNet.start_at_unigram)
-        model.start_at_unigram(torch.bincount(data.train.long(), minlength=len(data.vocab)))
+        model.start_at_unigram(prior)
     return model
 
 
@@ -76,6 +95,6 @@ def build_objective(config: RunConfig, data: Dataset) -> Objective:
     name = config.objective.name or data.shape.objective
     check_fits(name, data.train_split())
     if name == "regress":
-        scaler = getattr(data, "targets_scaler", None)
-        return make_objective(name, scale=scaler.std if scaler is not None else None)
+        scale = data.target_scale()
+        return make_objective(name, scale=tuple(scale.tolist()) if scale is not None else None)
     return make_objective(name)

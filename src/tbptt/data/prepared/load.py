@@ -22,6 +22,7 @@ from tbptt.data.prepared.format import STARTS, TOKENS, read_meta, verify
 from tbptt.data.series import SeriesData
 from tbptt.data.streams import StreamData
 from tbptt.data.tokenize import Vocab
+from tbptt.errors import DataError
 
 __all__ = ["PreparedText", "load_prepared"]
 
@@ -81,6 +82,17 @@ class PreparedText(TextData):
         h.update("\x00".join(self.vocab.itos).encode("utf-8", "surrogatepass"))
         h.update(f"{len(self.train)}:{len(self.valid)}:{self.sha256}".encode())
         return h.hexdigest()
+
+    def with_vocabulary(self, itos: list[str]) -> PreparedText:
+        """Itself when ``itos`` is its vocabulary; refused otherwise (its ids are fixed on
+        disk: re-indexing would copy the whole corpus into memory)."""
+        if list(itos) == self.vocab.itos:
+            return self
+        raise DataError(
+            f"the prepared corpus {self.path} has another vocabulary ({len(self.vocab)} tokens "
+            f"there, {len(itos)} in the run); use the run's own preparation, or a text file "
+            "(read with the run's vocabulary)"
+        )
 
     def describe(self) -> dict:
         out = {**super().describe(), "prepared": self.path, "sha256": self.sha256}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tbptt.data.dataset import Dataset, TextData
+from tbptt.data.dataset import Dataset
 from tbptt.data.streams import SequentialStream, ids
 from tbptt.errors import ConfigError, DataError
 from tbptt.models.lm import ModelConfig, RecurrentNet
@@ -120,15 +120,15 @@ def run_comparison(
             raise ConfigError(f"cannot create output directory {out}: {e.strerror}") from None
 
     # Column 0 of the batched stream: the text the first stream reads, in order.
-    text = isinstance(data, TextData)
-    first_stream = stream.data[:OPENING_TOKENS, 0].tolist() if text else []
+    itos = data.vocabulary()
+    first_stream = stream.data[:OPENING_TOKENS, 0].tolist() if itos is not None else []
     comparison = Comparison(
         config=config,
         model=model_config,
         train=train,
         data={**data.describe(), "baselines": data.baselines()},
-        opening=[data.vocab.itos[i] for i in first_stream],
-        separator=data.separator if text else "",
+        opening=[itos[i] for i in first_stream],
+        separator=data.separator if itos is not None else "",
         stream_steps=stream.steps,
         runs=[],
         objective={
@@ -372,11 +372,11 @@ def _one_run(
 
 
 def _sample(model, data: Dataset, config: CompareConfig, seed: int) -> str:
-    if config.sample_length == 0 or not isinstance(data, TextData):
+    if config.sample_length == 0 or "sample" not in data.outputs:
         return ""
     prefix = data.encode(config.prefix)
     if len(prefix) == 0:
-        prefix = (data.valid[:10] if len(data.valid) >= 10 else data.train[:10]).long()
+        prefix = data.opening(10).long()
     generator = torch.Generator().manual_seed(seed)
     ids = generate(
         model, prefix, config.sample_length, temperature=config.temperature, generator=generator

@@ -1,0 +1,172 @@
+"""What a run writes at its end: curves.png, summary.json, and what its data asks for (a text
+sample, a series' validation predictions), plus where it ran."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from tbptt.atomic import replacing, write_atomically
+from tbptt.data.dataset import Dataset
+from tbptt.errors import NonFiniteError
+from tbptt.report import plot_predictions, plot_training
+from tbptt.train import RunConfig, generate, read_metrics
+from tbptt.train.evaluate import predict, score
+from tbptt.train.objectives import Objective
+
+__all__ = ["ran_on", "write_outputs", "test_metrics", "sample", "write_predictions", "PLOT_STEPS"]
+
+# The plot reads at most about this many step records back from metrics.jsonl (evenly thinned).
+PLOT_STEPS = 20_000
+
+
+def ran_on(config: RunConfig, world_size: int = 1) -> dict:
+    """Where a run ran: processes, device, CPU threads, versions (config.json, summary.json)."""
+    from tbptt import __version__
+
+    return {
+        "world_size": world_size,
+        "device": str(config.train.device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "tbptt": __version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "pid": os.getpid(),
+    }
+
+
+def test_metrics(model, data: Dataset, config: RunConfig, objective: Objective) -> dict:
+    """``test_<metric>`` of the data's test split, scored as validation is (a next-token test
+    split's first token is predicted from the last validation token), and the baselines on it."""
+    split = data.test_split()
+    valid = data.valid_split()
+    before = valid if len(valid) else data.train_split()
+    context = before.inputs[-1:].cpu() if split.next_token else None
+    metrics = score(
+        model,
+        split,
+        objective=objective,
+        batch_size=config.train.eval_batch_size,
+        window=config.train.eval_window,
+        context=context,
+    )
+    out = {f"test_{k}": v for k, v in metrics.items()}
+    if data.unit == "char tokens" and "test_bpt" in out:
+        out["test_bpc"] = out["test_bpt"]
+    for name, values in data.baselines("test").items():
+        for k, v in values.items():
+            out[f"{name}_test_{k}"] = v
+    out["test_rows"] = len(split)
+    return out
+
+
+def sample(model, data: Dataset, config: RunConfig) -> str:
+    """The run's sample: its prefix (default: the validation opening) continued."""
+    prefix_ids = data.encode(config.output.prefix) if config.output.prefix else data.opening(0)
+    if len(prefix_ids) == 0 or bool((prefix_ids == 0).all()):
+        prefix_ids = data.opening(10)
+    gen = torch.Generator().manual_seed(config.train.seed)
+    sampled = generate(
+        model,
+        prefix_ids,
+        config.output.sample_length,
+        temperature=config.output.temperature,
+        generator=gen,
+    )
+    return data.decode([*prefix_ids.tolist(), *sampled])  # one text: <eos> is a line end
+
+
+def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
+    """predictions.csv and predictions.png: validation forecasts in the data's own units."""
+    outputs = predict(
+        model,
+        data.valid_split(),
+        batch_size=config.train.eval_batch_size,
+        window=config.train.eval_window,
+    )
+    predicted = data.targets_scaler.inverse(outputs.double().cpu())  # (N, D)
+    actual, persistence = data.valid_actual, data.valid_persistence
+    names = list(data.target_columns)
+    path = out / "predictions.csv"
+    with io.StringIO(newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(
+            [data.time_column or "index"]
+            + [f"{n}{suffix}" for n in names for suffix in ("", "_predicted", "_persistence")]
+        )
+        for i, label in enumerate(data.valid_index):
+            row = [label]
+            for d in range(len(names)):
+                row += [f"{actual[i, d]:.6g}", f"{predicted[i, d]:.6g}", f"{persistence[i, d]:.6g}"]
+            writer.writerow(row)
+        write_atomically(path, f.getvalue())
+    plot = out / "predictions.png"
+    with replacing(plot, keep_suffix=True) as tmp:
+        plot_predictions(
+            data.valid_index,
+            actual.numpy(),
+            predicted.numpy(),
+            tmp,
+            baseline=persistence.numpy(),
+            names=names,
+            title=f"validation forecasts, {data.horizon} step(s) ahead",
+        )
+    return [path, plot]
+
+
+def write_outputs(
+    out: Path, trainer, data: Dataset, config: RunConfig, *, title: str, ran: dict
+) -> tuple[dict, list[Path], list[str]]:
+    """curves.png, summary.json and the data's own outputs; (summary, files written, notes).
+
+    ``notes``: what could not be written and why (a model with non-finite outputs has no
+    sample), one line each.
+    """
+    objective = trainer.objective
+    baselines = data.baselines()
+    metric = "ppl" if objective.name == "lm" else "loss"
+    history = read_metrics(out / "metrics.jsonl", max_steps=PLOT_STEPS)
+    with replacing(out / "curves.png", keep_suffix=True) as tmp:
+        plot_training(history, tmp, title=title, metric=metric)
+    written = [
+        out / "config.json",
+        out / "metrics.jsonl",
+        out / "checkpoint.pt",
+        out / "curves.png",
+    ]
+    notes = []
+
+    records = [r for r in history if r["event"] == "epoch"]
+    summary = {"epochs": trainer.epoch, "steps": trainer.step, "objective": objective.name}
+    summary["skipped_steps"] = trainer.skipped
+    summary["baselines"] = baselines
+    if "unigram" in baselines:
+        summary["unigram_ppl"] = baselines["unigram"]["ppl"]
+    if records:
+        last = records[-1]
+        summary.update({k: v for k, v in last.items() if k.startswith(("train_", "val_"))})
+        summary["tokens_per_s"] = sum(r["tokens"] for r in records) / max(
+            1e-9, sum(r["seconds"] for r in records)
+        )
+    test = data.test_split()
+    if test is not None and len(test) > 0:
+        summary.update(test_metrics(trainer.model, data, config, objective))
+    if "sample" in data.outputs and config.output.sample_length > 0:
+        try:
+            summary["sample"] = sample(trainer.model, data, config)
+        except NonFiniteError as e:  # a model with non-finite outputs: no sample, the rest kept
+            summary["sample_error"] = str(e)
+            notes.append(f"no sample: {e}")
+    if "predictions" in data.outputs and len(data.valid_split()) > 0:
+        written += write_predictions(trainer.model, data, out, config)
+    summary["ran_on"] = ran
+    write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    written.append(out / "summary.json")
+    return summary, written, notes
