@@ -21,7 +21,7 @@ from tbptt.threads import set_wait_policy
 
 set_wait_policy()  # bounded OpenMP spin-waiting: full speed on a busy machine (tbptt.threads)
 
-from tbptt.data import Dataset, StreamData, TextData, load_corpus, prepare_text
+from tbptt.data import Dataset, StreamData, StreamDataset, TextData, load_corpus, prepare_text
 from tbptt.data.series import SeriesData, prepare_series
 from tbptt.data.tasks import Task, parse_task
 from tbptt.errors import (
@@ -67,6 +67,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Dataset",
     "StreamData",
+    "StreamDataset",
+    "Run",
     "TextData",
     "SeriesData",
     "prepare_series",
@@ -105,3 +107,12 @@ __all__ = [
     "Window",
     "parse_strategy",
 ]
+
+
+def __getattr__(name: str):
+    # The run (tbptt.run) loads the plotting and TensorBoard layers: only when asked for.
+    if name == "Run":
+        from tbptt.run import Run
+
+        return Run
+    raise AttributeError(f"module 'tbptt' has no attribute {name!r}")

@@ -9,7 +9,14 @@ from tbptt.data.corpus import (
     load_corpus,
     read_text,
 )
-from tbptt.data.dataset import Dataset, DataShape, TextData, prepare_text, unigram_perplexity
+from tbptt.data.dataset import (
+    Dataset,
+    DataShape,
+    StreamDataset,
+    TextData,
+    prepare_text,
+    unigram_perplexity,
+)
 from tbptt.data.streams import (
     Batch,
     RandomStream,
@@ -30,6 +37,7 @@ __all__ = [
     "read_text",
     "DataShape",
     "Dataset",
+    "StreamDataset",
     "TextData",
     "unigram_perplexity",
     "prepare_text",

@@ -88,6 +88,13 @@ class DataConfig:
         """The name of the kind that reads this data (:func:`tbptt.data.kinds.kind_of`)."""
         return kind_of(self).name
 
+    def refused_options(self) -> tuple[str, ...]:
+        """The dotted keys (``data.horizon``) of the options this data's kind does not read."""
+        try:
+            return tuple(f"data.{name}" for name, _ in applied_options(self)[1])
+        except DataError:
+            return ()
+
     def applied(self) -> DataConfig:
         """This configuration as its kind reads it: the options the kind ignores at their
         defaults, a prepared directory's options the ones it was made with (what a run
@@ -220,7 +227,7 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
 
 
 def _problem_options(config: DataConfig) -> tuple[str, ...]:
-    return tuple(f"data.{name}" for name, _ in applied_options(config)[1])
+    return config.refused_options()
 
 
 def data_digest(data: Dataset) -> str:

@@ -379,7 +379,7 @@ class Run:
                 )
 
         def on_epoch(record):
-            line = on_epoch_line(record) if on_epoch_line else json.dumps(record)
+            line = on_epoch_line(record) if on_epoch_line else _epoch_line(record, epochs)
             say(line)
             alive["at"] = time.monotonic()
             self.checkpoint(checkpointer)
@@ -437,6 +437,13 @@ class Run:
         for note in notes:
             self.warn(note)
         return dataclasses.replace(result, summary=summary, written=written)
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    metrics = "  ".join(
+        f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "val_"))
+    )
+    return f"epoch {record['epoch']}/{epochs}  {metrics}  {record['tokens_per_s']:,.0f} rows/s"
 
 
 def check_same_data(found: tuple[Path, dict], data: Dataset, identity: str | None = None) -> None:

@@ -301,9 +301,10 @@ class RunConfig:
         ]
 
     def check(self) -> None:
-        """Raise one :class:`ConfigError` listing every invalid option."""
+        """Raise one :class:`ConfigError` listing every invalid option (and naming the data
+        options a data kind does not read, for a front end to name its flags)."""
         if problems := self.problems():
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(problems), options=self.data.refused_options())
 
     def replace(self, **changes: dict) -> RunConfig:
         """A copy with ``section={key: value}`` changes applied (``replace(train={"epochs": 5})``)."""
