@@ -216,3 +216,21 @@ def test_the_own_model_example_survives_sigkill_bit_for_bit(tmp_path):
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert ra == rb
+
+
+def test_the_readme_run_from_python_runs_as_written(tmp_path):
+    import importlib.util
+
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "tbptt.Run(" in b
+    ]
+    spec = importlib.util.spec_from_file_location("own_model_run", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    namespace = {"tbptt": __import__("tbptt"), **vars(example)}
+    code = block.replace('"runs/mine"', repr(str(tmp_path / "mine"))).replace(
+        "epochs=3", "epochs=1"
+    )
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["result"].code == 0 and (tmp_path / "mine" / "summary.json").is_file()
