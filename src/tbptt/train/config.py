@@ -38,6 +38,7 @@ __all__ = [
     "RESUMABLE",
     "OPTIMIZERS",
     "TrainConfig",
+    "scheduled_lr",
     "ObjectiveConfig",
     "CheckpointConfig",
     "OutputConfig",
@@ -165,6 +166,25 @@ class TrainConfig:
         """Raise one :class:`ConfigError` listing every invalid option."""
         if problems := self.problems():
             raise ConfigError("; ".join(problems))
+
+
+def scheduled_lr(config: TrainConfig, done: float) -> float:
+    """The learning rate after ``done`` epochs (a fraction within the epoch under way).
+
+    ``cosine`` decays from ``lr`` to 0 over ``epochs`` (by the fraction of the run done, so
+    it needs no state of its own); ``constant`` keeps ``lr``.
+
+    Extending a run (resuming with more ``epochs``) stretches the schedule over the new
+    total, it does not restart it: the rate continues at the value the longer schedule has
+    at this point -- the rate a run started with that many epochs would have now. A
+    finished run (rate 0) extended from 3 to 6 epochs therefore continues at
+    lr * 0.5 * (1 + cos(pi / 2)) = lr / 2 and decays to 0 again at epoch 6 (the trainer's
+    ``load_state_dict`` logs a warning saying so).
+    """
+    if config.lr_schedule == "constant" or config.epochs == 0:
+        return config.lr
+    progress = min(1.0, done / config.epochs)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:

@@ -84,6 +84,33 @@ def check_context_batch(rows: torch.Tensor, batch_size: int) -> None:
         )
 
 
+def check_carried(state: State, context, strategy: Strategy, want: tuple, batch_size: int) -> None:
+    """Refuse a carried state that cannot be the state entering a window of ``batch_size``.
+
+    Two classic mistakes: a state whose batch size differs from the window's (the batch
+    changed between windows), and a state that still holds an autograd graph (stored
+    without ``detach()``), which keeps every earlier window's graph alive and makes the
+    next backward reach into freed graphs. ``want``: a fresh state's signature;
+    ``context``: a lookback strategy's rows the window runs again (or None).
+    """
+    check_detached(state, strategy)
+    check_state_shapes(state, want, batch_size)
+    if context is not None:  # TBPTT(k1, k2): the rows the window runs again
+        check_context_batch(context.inputs, batch_size)
+        check_state_shapes(context.state, want, batch_size, what="lookback context's state")
+
+
+def check_in_order(strategy: Strategy, sampling: str, needs_order: bool) -> None:
+    """Online strategies carry sensitivities with the state, and adaptive truncation measures
+    its bias on the stream: both follow it in order (``needs_order``), never random windows."""
+    if needs_order and sampling == "random":
+        raise ConfigError(
+            f"{strategy.spec} follows the stream in order (its state is never cut, or its "
+            "bias is measured on it), got random sampling; use sequential sampling",
+            options=("train.sampling", "train.strategy"),
+        )
+
+
 def freed_graph_error(model: nn.Module) -> ConfigError:
     """The error to raise for 'backward through the graph a second time' from ``model``:
     it names the module attributes holding a graph, and the fix."""

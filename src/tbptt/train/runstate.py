@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import resource
 
 import torch
 
@@ -52,6 +53,33 @@ class RunState:
             "online",  # its sensitivities are saved under "online"
         }
     )
+
+    def _tally(self, record: dict, seconds: float) -> None:
+        """Add a step's record (and its wall-clock seconds) to the epoch's partial sums."""
+        self._epoch_seconds += seconds
+        if not record["skipped"]:
+            if record["counted"]:
+                self._epoch_loss += record["loss"] * record["counted"]
+                self._epoch_counted += record["counted"]
+            self._epoch_tokens += record["tokens"]
+
+    def _epoch_record(self, fraction: float) -> dict:
+        """The epoch record of the partial sums (then zeroed for the next epoch)."""
+        record = {"event": "epoch", "epoch": self.epoch, "step": self.step}
+        if self._epoch_counted:  # an epoch whose every step was skipped trained nothing
+            sums = {"loss_sum": self._epoch_loss, "count": self._epoch_counted}
+            record.update({f"train_{k}": v for k, v in self.objective.summary(sums).items()})
+        record.update(
+            tokens=self._epoch_tokens,
+            seconds=self._epoch_seconds,
+            tokens_per_s=self._epoch_tokens / max(self._epoch_seconds, 1e-9),
+            skipped_steps=self._epoch_skipped,  # this epoch's (the run's: self.skipped)
+            peak_rss_mb=peak_rss_mb(),
+            fraction=fraction,
+        )
+        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
+        self._epoch_counted = self._epoch_skipped = 0
+        return record
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly, as CPU copies.
@@ -270,6 +298,11 @@ class RunState:
 
 
 _REQUIRED = ("model", "optimizer", "epoch", "step", "position", "generator")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _count(x) -> bool:

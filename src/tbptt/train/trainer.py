@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import time
 from collections.abc import Callable
 
@@ -34,14 +33,13 @@ from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_st
 from tbptt.errors import ConfigError, DataError, NonFiniteError
 from tbptt.train.adaptive import adapt
 from tbptt.train.budget import check_full_memory
-from tbptt.train.config import TrainConfig, build_optimizer
+from tbptt.train.config import TrainConfig, build_optimizer, scheduled_lr
 from tbptt.train.engine import Context, run_window
 from tbptt.train.evaluate import evaluate, evaluation_batch
 from tbptt.train.guards import (
-    check_context_batch,
-    check_detached,
+    check_carried,
     check_finite_weights,
-    check_state_shapes,
+    check_in_order,
     freed_graph_error,
     state_signature,
 )
@@ -61,11 +59,6 @@ __all__ = ["Trainer", "MEASURED_FIELDS"]
 MEASURED_FIELDS = frozenset({"seconds", "tokens_per_s", "peak_rss_mb", "peak_cuda_mb"})
 
 log = logging.getLogger(__name__)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class Trainer(RunState):
@@ -142,15 +135,8 @@ class Trainer(RunState):
         # Online strategies carry sensitivities with the state (an exact RTRL that cannot fit
         # is refused here, before the first step); they and adaptive truncation need the
         # stream in order.
-        if (
-            isinstance(strategy, (OnlineStrategy, AdaptiveTruncation))
-            and config.sampling == "random"
-        ):
-            raise ConfigError(
-                f"{strategy.spec} follows the stream in order (its state is never cut, or its "
-                "bias is measured on it), got random sampling; use sequential sampling",
-                options=("train.sampling", "train.strategy"),
-            )
+        in_order = isinstance(strategy, (OnlineStrategy, AdaptiveTruncation))
+        check_in_order(strategy, config.sampling, in_order)
         self.online = (
             build_estimator(strategy, self.model, self.objective, batch_size=config.batch_size)
             if isinstance(strategy, OnlineStrategy)
@@ -315,26 +301,12 @@ class Trainer(RunState):
     # -- guards (the checks themselves: tbptt.train.guards) ----------------------------
 
     def _checked_carried_state(self, batch_size: int) -> State:
-        """The carried state, refused when it cannot be the state entering this window.
-
-        Two classic mistakes: a state whose batch size differs from the window's
-        (the batch changed between windows), and a state that still holds an
-        autograd graph (stored without ``detach()``), which keeps every earlier
-        window's graph alive and makes the next backward reach into freed graphs.
-        """
-        state = self.state
-        check_detached(state, self.strategy)
+        """The carried state, refused when it cannot enter this window (guards.check_carried)."""
         want = self._state_shapes.get(batch_size)
         if want is None:  # built once per batch size, not every window
-            want = state_signature(self._initial_state(batch_size))
-            self._state_shapes[batch_size] = want
-        check_state_shapes(state, want, batch_size)
-        if self.context is not None:  # TBPTT(k1, k2): the rows the window runs again
-            check_context_batch(self.context.inputs, batch_size)
-            check_state_shapes(
-                self.context.state, want, batch_size, what="lookback context's state"
-            )
-        return state
+            want = self._state_shapes[batch_size] = state_signature(self._initial_state(batch_size))
+        check_carried(self.state, self.context, self.strategy, want, batch_size)
+        return self.state
 
     def _backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, turning the 'backward through the graph a second time' error of a
@@ -347,23 +319,9 @@ class Trainer(RunState):
             raise freed_graph_error(self.model) from None
 
     def current_lr(self) -> float:
-        """The scheduled learning rate at the stream's current position.
-
-        ``cosine`` decays from ``lr`` to 0 over ``epochs`` (by the fraction of the
-        run done, so it needs no state of its own); ``constant`` keeps ``lr``.
-
-        Extending a run (resuming with more ``epochs``) stretches the schedule over the
-        new total, it does not restart it: the rate continues at the value the longer
-        schedule has at this point -- the rate a run started with that many epochs
-        would have now. A finished run (rate 0) extended from 3 to 6 epochs therefore
-        continues at lr * 0.5 * (1 + cos(pi / 2)) = lr / 2 and decays to 0 again at
-        epoch 6; ``load_state_dict`` logs a warning saying so.
-        """
-        if self.config.lr_schedule == "constant" or self.config.epochs == 0:
-            return self.config.lr
+        """The scheduled learning rate at the stream's current position (:func:`scheduled_lr`)."""
         done = self.epoch + self.stream.position / max(1, self.stream.steps)
-        progress = min(1.0, done / self.config.epochs)
-        return self.config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return scheduled_lr(self.config, done)
 
     # -- epochs ------------------------------------------------------------------------
 
@@ -401,12 +359,7 @@ class Trainer(RunState):
                 resets=batch.resets,
                 mask=batch.mask,
             )
-            self._epoch_seconds += time.perf_counter() - start
-            if not record["skipped"]:
-                if record["counted"]:
-                    self._epoch_loss += record["loss"] * record["counted"]
-                    self._epoch_counted += record["counted"]
-                self._epoch_tokens += record["tokens"]
+            self._tally(record, time.perf_counter() - start)
             self.metrics.write(record)
             if on_step is not None:
                 on_step(record)
@@ -416,26 +369,11 @@ class Trainer(RunState):
         self.epoch += 1
         fraction = 1.0 - stream.remaining() / max(1, stream.steps)
         stream.restart()
-        record = {"event": "epoch", "epoch": self.epoch, "step": self.step}
-        if self._epoch_counted:  # an epoch whose every step was skipped trained nothing
-            sums = {"loss_sum": self._epoch_loss, "count": self._epoch_counted}
-            record.update({f"train_{k}": v for k, v in self.objective.summary(sums).items()})
-        record.update(
-            {
-                "tokens": self._epoch_tokens,
-                "seconds": self._epoch_seconds,
-                "tokens_per_s": self._epoch_tokens / max(self._epoch_seconds, 1e-9),
-                "skipped_steps": self._epoch_skipped,  # this epoch's (the run's: self.skipped)
-                "peak_rss_mb": peak_rss_mb(),
-                "fraction": fraction,
-            }
-        )
+        record = self._epoch_record(fraction)  # the epoch's sums, then zeroed
         if isinstance(strategy, AdaptiveTruncation):  # the K of this epoch and its bias
             record.update(adaptive_k=strategy.k, adaptive_bias=strategy.bias)
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
-        self._epoch_loss, self._epoch_tokens, self._epoch_seconds = 0.0, 0, 0.0
-        self._epoch_counted = self._epoch_skipped = 0
         self.state = None
         self.context = None
         if self.valid_batch is not None:
