@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tbptt.cli.common import FLAG_KEYS, run_config_from_args
 from tbptt.errors import CheckpointError, ConfigError
+from tbptt.run.run import saved_config
 from tbptt.train import RunConfig
 from tbptt.train.checkpoint import latest_checkpoint
 
@@ -54,13 +55,6 @@ def configure(args, out: Path) -> tuple[RunConfig, tuple[Path, dict] | None]:
     if found is not None and args.resume:
         return run_config_from_args(args, base=saved_config(found)), found
     return run_config_from_args(args), found
-
-
-def saved_config(found: tuple[Path, dict]) -> RunConfig:
-    path, payload = found
-    if "config" not in payload or "trainer" not in payload:
-        raise CheckpointError(f"{path} is not a checkpoint of tbptt train; use another --out")
-    return RunConfig.from_dict(payload["config"])
 
 
 def check_continues(config: RunConfig, found: tuple[Path, dict], *, resume: bool, out: Path):

@@ -40,7 +40,8 @@ from tqdm import tqdm
 
 from tbptt.atomic import remove_debris
 from tbptt.data.dataset import Dataset
-from tbptt.errors import CheckpointError
+from tbptt.data.kinds import applied_options
+from tbptt.errors import CheckpointError, TbpttError
 from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
 from tbptt.run.outputs import ran_on, write_outputs
 from tbptt.run.signals import Stopped, StopRequest
@@ -57,7 +58,7 @@ from tbptt.train.checkpoint import (
 from tbptt.train.metrics import file_sha256
 from tbptt.truncation import Strategy, parse_strategy
 
-__all__ = ["Run", "RunResult", "RUN_FILES", "restore_metrics"]
+__all__ = ["Run", "RunResult", "RUN_FILES", "restore_metrics", "saved_config"]
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +225,8 @@ class Run:
         found = latest_checkpoint(self.directory)
         if found is None:
             return None
-        path, payload = found
-        if "config" not in payload or "trainer" not in payload:
-            raise CheckpointError(
-                f"{path} is not a checkpoint of a tbptt run; use another directory"
-            )
-        saved = RunConfig.from_dict(payload["config"])
+        path = found[0]
+        saved = saved_config(found)
         diffs = self.config.differences(saved)
         if diffs:
             more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
@@ -437,6 +434,24 @@ class Run:
         for note in notes:
             self.warn(note)
         return dataclasses.replace(result, summary=summary, written=written)
+
+
+def saved_config(found: tuple[Path, dict]) -> RunConfig:
+    """The configuration a checkpoint was written with, its data section as its kind reads
+    it (a run saved before options were recorded by kind compares as it would be today).
+
+    Raises:
+        CheckpointError: the file is not a checkpoint of a tbptt run.
+    """
+    path, payload = found
+    if "config" not in payload or "trainer" not in payload:
+        raise CheckpointError(f"{path} is not a checkpoint of a tbptt run; use another directory")
+    config = RunConfig.from_dict(payload["config"])
+    try:
+        data, _ = applied_options(config.data.resolved())
+    except TbpttError:  # the data cannot be read as it was: loading it says why
+        return config
+    return dataclasses.replace(config, data=data)
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
