@@ -23,6 +23,15 @@ Usage::
 
     python benchmarks/online_cost.py                  # H 16 32 64 128, B 1 32
     python benchmarks/online_cost.py --hidden 16 32 --batch 1 --json out.json
+    python benchmarks/online_cost.py --speed          # the paired speed goals of issue 26
+
+``--speed`` measures, one thread, each pair interleaved in one process (rows/s =
+rows of B streams per second of gradient computation, median of ``--repeats``):
+influence balancing (23 units, batch 1) under ``rtrl`` and ``uoro`` against
+``regular:10``; GRU and LSTM 1x32 on adding-task-shaped inputs (batch 8) under
+``rtrl`` (closed form) against the torch.func engine and, for the GRU, a
+hand-written loop of the same closed-form update (:func:`gru_by_hand`); minGRU and
+LRU 1x64 (batch 8) under ``rtrl`` (diagonal) against ``regular:35``.
 
 It prints a Markdown table and writes JSON (default
 benchmarks/results/online_cost.json), with the load average at the start and end.
@@ -117,6 +126,148 @@ def measure(spec, model, x, y, repeats) -> dict:
     return {"seconds_per_step": statistics.median(times), "peak_mb": peak}
 
 
+def gru_by_hand(model, x, y, steps):
+    """The closed-form GRU RTRL update written out for one layer, features in, linear head,
+    squared error: the reference loop the package's engine is compared with."""
+    core, head = model.recurrent.core, model.head
+    w_ih, w_hh, b_ih, b_hh = (
+        core.weight_ih_l0.detach(), core.weight_hh_l0.detach(),
+        core.bias_ih_l0.detach(), core.bias_hh_l0.detach(),
+    )  # fmt: skip
+    H, K = w_hh.shape[1], w_ih.shape[1]
+    B = x.shape[1]
+    P = 3 * H * K + 3 * H * H + 6 * H
+    J, J2 = torch.zeros(B, H, P), torch.zeros(B, H, P)
+    h = torch.zeros(B, H)
+    wv = w_hh.view(3, H, H)
+    o1, o2, o3 = 3 * H * K, 3 * H * K + 3 * H * H, 3 * H * K + 3 * H * H + 3 * H
+    grad = torch.zeros(P)
+    for t in range(steps):
+        u = torch.addmm(b_ih, x[t], w_ih.t()).view(B, 3, H)
+        v = torch.addmm(b_hh, h, w_hh.t()).view(B, 3, H)
+        r = torch.sigmoid(u[:, 0] + v[:, 0])
+        z = torch.sigmoid(u[:, 1] + v[:, 1])
+        n = torch.tanh(u[:, 2] + r * v[:, 2])
+        h_new = n + z * (h - n)
+        dn = (1 - z) * (1 - n * n)
+        ar = dn * v[:, 2] * r * (1 - r)
+        az = (h - n) * z * (1 - z)
+        alpha = torch.stack([ar, az, dn], 1)
+        beta = torch.stack([ar, az, dn * r], 1)
+        torch.bmm(torch.einsum("bgi,gik->bik", beta, wv), J, out=J2)
+        J2.addcmul_(z.unsqueeze(-1), J)
+        J2[:, :, :o1].view(B, H, 3, H, K).diagonal(dim1=1, dim2=3).add_(
+            alpha.unsqueeze(2) * x[t][:, None, :, None]
+        )
+        J2[:, :, o1:o2].view(B, H, 3, H, H).diagonal(dim1=1, dim2=3).add_(
+            beta.unsqueeze(2) * h[:, None, :, None]
+        )
+        J2[:, :, o2:o3].view(B, H, 3, H).diagonal(dim1=1, dim2=3).add_(alpha)
+        J2[:, :, o3:].view(B, H, 3, H).diagonal(dim1=1, dim2=3).add_(beta)
+        err = (h_new @ head.weight.detach().t() + head.bias.detach()) - y[t]
+        c = 2 * err @ head.weight.detach()  # dl/dh (B, H)
+        grad += torch.einsum("bh,bhp->p", c, J2)
+        J, J2, h = J2, J, h_new
+    return grad
+
+
+def _rate(fn, rows, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return rows / statistics.median(times)
+
+
+def _online_rate(model, spec, x, y, objective, repeats):
+    from tbptt.train.online.training import run_rows
+
+    def run():
+        est = build_estimator(parse_strategy(spec), model, objective)
+        est.start(model.initial_state(x.shape[1]))
+        run_rows(est, x, y, generator=torch.Generator().manual_seed(0))
+
+    run()  # warm-up (torch.func's first call, SnAp's pattern)
+    return _rate(run, x.shape[0] * x.shape[1], repeats)
+
+
+def _backward_rate(model, spec, x, y, objective, repeats):
+    run = lambda: sequence_gradient(model, parse_strategy(spec), x, y, objective=objective)  # noqa: E731
+    run()
+    return _rate(run, x.shape[0] * x.shape[1], repeats)
+
+
+def speed(args) -> int:
+    """The paired speed goals (module docstring); prints a table, writes JSON."""
+    from tbptt.models.custom import StatefulModule
+    from tbptt.models.influence import InfluenceBalancing
+
+    torch.set_num_threads(1)
+    uptime = Path("/proc/loadavg").read_text().split()[:3]
+    rows = []
+
+    def add(task, spec, rate, base, base_spec):
+        rows.append({"task": task, "spec": spec, "rows_per_s": rate, "baseline": base_spec,
+                     "baseline_rows_per_s": base, "ratio": rate / base})  # fmt: skip
+        print(f"| {task} | {spec} | {rate:,.0f} | {base_spec} | {base:,.0f} | {rate / base:.2f} |",
+              flush=True)  # fmt: skip
+
+    print(f"load average {' '.join(uptime)} at the start; 1 thread; torch {torch.__version__}")
+    print("| task | estimator | rows/s | baseline | rows/s | ratio |")
+    print("| --- | --- | ---: | --- | ---: | ---: |")
+    obj = Regression()
+    ib = StatefulModule(InfluenceBalancing(), batch_dim=-2)
+    T = args.speed_rows
+    x, y = torch.zeros(T, 1, 1), torch.ones(T, 1, 1)
+    base = _backward_rate(ib, "regular:10", x, y, obj, args.repeats)
+    for spec in ("rtrl:update_every=10", "uoro:update_every=10"):
+        add(
+            "influence n=23 B=1",
+            spec,
+            _online_rate(ib, spec, x, y, obj, args.repeats),
+            base,
+            "regular:10",
+        )
+    g = torch.Generator().manual_seed(0)
+    for kind in ("gru", "lstm"):
+        torch.manual_seed(0)
+        m = RecurrentNet(ModelConfig(kind=kind, hidden_size=32, num_layers=1, input_size=2,
+                                     output_size=1, embedding_size=0, dropout=0.0)).eval()  # fmt: skip
+        x, y = torch.randn(T, 8, 2, generator=g), torch.randn(T, 8, 1, generator=g)
+        fast = _online_rate(m, "rtrl", x, y, obj, args.repeats)
+        short = x[: max(4, T // 10)], y[: max(4, T // 10)]
+        from tbptt.train.online import RTRL
+        from tbptt.train.online.training import run_rows
+
+        def slow_run(m=m, short=short):
+            est = RTRL(m, obj, engine="func")
+            est.start(m.initial_state(8))
+            run_rows(est, *short)
+
+        slow_run()
+        slow = _rate(slow_run, short[0].shape[0] * 8, args.repeats)
+        add(f"adding {kind} 1x32 B=8", "rtrl (closed form)", fast, slow, "rtrl (torch.func)")
+        if kind == "gru":
+            hand = _rate(lambda m=m, x=x, y=y: gru_by_hand(m, x, y, T), T * 8, args.repeats)
+            add(f"adding {kind} 1x32 B=8", "rtrl (closed form)", fast, hand, "hand-written loop")
+        add(f"adding {kind} 1x32 B=8", "rtrl (closed form)", fast,
+            _backward_rate(m, "regular:35", x, y, obj, args.repeats), "regular:35")  # fmt: skip
+    for kind in ("mingru", "lru"):
+        torch.manual_seed(0)
+        m = RecurrentNet(ModelConfig(kind=kind, hidden_size=64, num_layers=1, input_size=2,
+                                     output_size=1, embedding_size=0, dropout=0.0)).eval()  # fmt: skip
+        x, y = torch.randn(T, 8, 2, generator=g), torch.randn(T, 8, 1, generator=g)
+        add(f"{kind} 1x64 B=8", "rtrl (diagonal)", _online_rate(m, "rtrl", x, y, obj, args.repeats),
+            _backward_rate(m, "regular:35", x, y, obj, args.repeats), "regular:35")  # fmt: skip
+    end = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"load average {' '.join(end)} at the end")
+    out = Path(args.json).with_name("online_speed.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"load_start": uptime, "load_end": end, "rows": rows}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64, 128])
@@ -133,7 +284,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-gb", type=float, default=6.0, help="skip RTRL needing more (default: 6)")
     p.add_argument("--json", default="benchmarks/results/online_cost.json")
+    p.add_argument("--speed", action="store_true", help="the paired speed goals instead")
+    p.add_argument("--speed-rows", type=int, default=350, help="rows per --speed run")
     args = p.parse_args(argv)
+    if args.speed:
+        return speed(args)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     rate = gemm_rate(args.threads)

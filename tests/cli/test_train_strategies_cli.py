@@ -23,9 +23,12 @@ SPECS = [
     "variable:10",
     "adaptive:0.2,max=20",
     "snap:1,update_every=20",
+    "snap-lagged:1,update_every=20",
+    "measured:0.2,max=20",
 ]
 # trained through `tbptt train` (killed and resumed) in tests/train/test_online_resume.py
-TRAINED_ELSEWHERE = {"rtrl", "uoro"}
+# and layer-rtrl (element-wise recurrences only) in tests/train/test_online_diagonal.py
+TRAINED_ELSEWHERE = {"rtrl", "uoro", "layer-rtrl"}
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--embedding-size", "4", "--epochs", "1",
         "--batch-size", "4", "--no-progress", "--sample-length", "10", "--threads", "1",
         "--lr-schedule", "constant", "--checkpoint-every", "epoch"]  # fmt: skip

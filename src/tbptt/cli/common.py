@@ -55,11 +55,16 @@ strategy spec: full | full:N | regular:K | randomized:K[,alpha=A] | k1k2:K1,K2 |
                     backpropagate to K2 steps before the window's end (K1 <= K2)
   variable:K        AWD-LSTM variable length: base K (p 0.95) or K/2, length
                     max(5, int(N(base, 5))), learning rate times length / K
-  adaptive:D        regular:K with K re-chosen each epoch: the smallest whose measured
+  adaptive:D        Aicher et al.: K re-chosen each epoch from the decay of the state
+                    gradients' norms (relative bias bound <= D), trained as k1k2:K,2K-1
+  measured:D        regular:K with K re-chosen each epoch: the smallest whose measured
                     relative gradient bias is <= D (k=K0, max=KMAX, every=E epochs)
   rtrl              online: exact real-time recurrent learning, the state never cut
   uoro              online: unbiased rank-one RTRL (Tallec & Ollivier 2017)
-  snap:N            online: SnAp-N, RTRL kept on what N steps connect (snap:1, snap:2)
+  snap:N            online: SnAp-N (Menick et al.), RTRL kept on what N steps connect
+  snap-lagged:N     online: SnAp's mask applied after each step's gradient (any model)
+  layer-rtrl        online: exact RTRL inside each element-wise layer (minGRU, minLSTM,
+                    LRU), spatial backpropagation between layers (Zucchet et al.)
                     (online ones take update_every=U: rtrl:update_every=10, snap:1,update_every=10)
 """
 

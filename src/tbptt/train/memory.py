@@ -9,6 +9,12 @@ block needed at its worst moment. Between runs :func:`release_memory` hands
 freed heap pages back to the system so the next baseline is not inflated.
 Peaks shorter than the sampling interval can be missed; where ``/proc`` does not
 exist the result is NaN.
+
+:func:`cgroup_headroom` is what the process's control group still lets it
+allocate (``memory.max`` minus ``memory.current`` under cgroup v2,
+``memory.limit_in_bytes`` minus ``memory.usage_in_bytes`` under v1): inside a
+container the machine's ``MemAvailable`` can be far more than the process may use,
+and crossing the group's limit kills the process with no message.
 """
 
 from __future__ import annotations
@@ -20,7 +26,69 @@ import os
 import threading
 import weakref
 
-__all__ = ["PeakMemory", "SavedTensorBytes", "release_memory", "rss_bytes"]
+__all__ = ["PeakMemory", "SavedTensorBytes", "cgroup_headroom", "release_memory", "rss_bytes"]
+
+UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return None if value >= UNLIMITED else value
+
+
+def _cgroup_dirs(root: str, proc: str) -> list[tuple[str, str, str]]:
+    """(directory, limit file, usage file) of this process's memory cgroup, v2 then v1."""
+    out = []
+    try:
+        with open(proc, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2: one unified hierarchy
+            out.append((os.path.join(root, path.lstrip("/")), "memory.max", "memory.current"))
+        elif "memory" in controllers.split(","):
+            out.append(
+                (
+                    os.path.join(root, "memory", path.lstrip("/")),
+                    "memory.limit_in_bytes",
+                    "memory.usage_in_bytes",
+                )
+            )
+    return out
+
+
+def cgroup_headroom(root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup") -> int | None:
+    """Bytes this process's memory cgroup still allows (limit minus usage), or None when
+    no limit is set or none can be read. The tightest of the group and its parents.
+    (``root``, ``proc``: where the hierarchy and the process's membership are read.)"""
+    best = None
+    for directory, limit_file, usage_file in _cgroup_dirs(root, proc):
+        d = directory
+        while d.startswith(root) and len(d) >= len(root):
+            limit = _read_int(os.path.join(d, limit_file))
+            if limit is not None:
+                usage = _read_int(os.path.join(d, usage_file)) or 0
+                room = max(0, limit - usage)
+                best = room if best is None else min(best, room)
+            if d == root:
+                break
+            d = os.path.dirname(d)
+    return best
 
 
 def rss_bytes() -> int | None:

@@ -216,6 +216,8 @@ class Trainer(RunState):
             self._epoch_skipped += 1
             self.state = None  # a non-finite state would poison every later window
             self.context = None
+            if self.online is not None:  # its sensitivities too: the estimator starts afresh
+                self.online.reset()
         else:
             raise NonFiniteError(
                 f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at epoch "
@@ -371,7 +373,7 @@ class Trainer(RunState):
         stream.restart()
         record = self._epoch_record(fraction)  # the epoch's sums, then zeroed
         if isinstance(strategy, AdaptiveTruncation):  # the K of this epoch and its bias
-            record.update(adaptive_k=strategy.k, adaptive_bias=strategy.bias)
+            record.update(strategy.metrics())
         if self.device.type == "cuda":
             record["peak_cuda_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.state = None

@@ -21,7 +21,18 @@ optimizer steps. Specs:
                                       J_t whose expectation is the exact one.
 ``snap:N``                            SnAp-N (Menick et al. 2020): J_t kept only
                                       on the entries that N steps of the
-                                      recurrence can reach (``snap:1``, ``snap:2``).
+                                      recurrence can reach (``snap:1``, ``snap:2``),
+                                      the mask applied before each step's gradient.
+``snap-lagged:N``                     SnAp's mask applied after each step's
+                                      gradient (each loss sees one unmasked step;
+                                      not the published estimator, see
+                                      :mod:`tbptt.train.online.rtrl`).
+``layer-rtrl``                        element-wise recurrences (minGRU, minLSTM,
+                                      LRU): exact RTRL inside each layer with a
+                                      diagonal sensitivity (memory B P), spatial
+                                      backpropagation between layers (Zucchet et
+                                      al. 2023); exact for one layer, which ``rtrl``
+                                      then uses (:mod:`tbptt.train.online.diagonal`).
 ``...,update_every=U`` / ``rtrl:update_every=U``
                                       one optimizer step every U steps (default
                                       1); the losses of the U steps are summed and
@@ -41,14 +52,15 @@ from tbptt.truncation.base import Strategy, Window
 
 __all__ = ["OnlineStrategy", "ESTIMATORS", "parse_online"]
 
-ESTIMATORS = ("rtrl", "uoro", "snap")
+ESTIMATORS = ("rtrl", "uoro", "snap", "snap-lagged", "layer-rtrl")
+ORDERED = ("snap", "snap-lagged")  # the estimators that take an order N
 
 
 class OnlineStrategy(Strategy):
     """An online gradient estimator and its optimizer-step period (see the module docstring).
 
     Args:
-        estimator: ``"rtrl"``, ``"uoro"`` or ``"snap"``.
+        estimator: ``"rtrl"``, ``"uoro"``, ``"snap"`` or ``"snap-lagged"``.
         order: SnAp's N (>= 1); 0 for the others.
         update_every: steps between optimizer steps (>= 1).
     """
@@ -60,9 +72,11 @@ class OnlineStrategy(Strategy):
             raise SpecError(
                 f"unknown online estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}"
             )
-        if estimator == "snap" and order < 1:
-            raise SpecError(f"snap needs an order N >= 1 (e.g. 'snap:1'), got {order}")
-        if estimator != "snap" and order != 0:
+        if estimator in ORDERED and order < 1:
+            raise SpecError(
+                f"{estimator} needs an order N >= 1 (e.g. '{estimator}:1'), got {order}"
+            )
+        if estimator not in ORDERED and order != 0:
             raise SpecError(f"{estimator} takes no order, got {order}")
         if update_every < 1:
             raise SpecError(f"update_every must be at least 1, got {update_every}")
@@ -74,10 +88,11 @@ class OnlineStrategy(Strategy):
 
     @property
     def spec(self) -> str:
-        head = f"snap:{self.order}" if self.estimator == "snap" else self.estimator
+        ordered = self.estimator in ORDERED
+        head = f"{self.estimator}:{self.order}" if ordered else self.estimator
         if self.update_every == 1:
             return head
-        sep = "," if self.estimator == "snap" else ":"
+        sep = "," if ordered else ":"
         return f"{head}{sep}update_every={self.update_every}"
 
     def reference_length(self, total_steps: int) -> int:
@@ -104,6 +119,13 @@ def _rtrl(*args, **kw) -> Strategy:
     return OnlineStrategy("rtrl", update_every=_update_every(kw, usage))
 
 
+def _layer_rtrl(*args, **kw) -> Strategy:
+    usage = "layer-rtrl takes no arguments but update_every, e.g. 'layer-rtrl:update_every=10'"
+    if args:
+        raise SpecError(usage)
+    return OnlineStrategy("layer-rtrl", update_every=_update_every(kw, usage))
+
+
 def _uoro(*args, **kw) -> Strategy:
     usage = "uoro takes no arguments but update_every, e.g. 'uoro' or 'uoro:update_every=10'"
     if args:
@@ -111,17 +133,29 @@ def _uoro(*args, **kw) -> Strategy:
     return OnlineStrategy("uoro", update_every=_update_every(kw, usage))
 
 
-def _snap(*args, **kw) -> Strategy:
-    usage = "snap takes an order N and optionally update_every, e.g. 'snap:1' or 'snap:2,update_every=10'"
-    if len(args) != 1:
-        raise SpecError(usage)
-    try:
-        order = int(args[0])
-    except ValueError:
-        raise SpecError(f"snap:N needs an integer, got {args[0]!r}") from None
-    return OnlineStrategy("snap", order=order, update_every=_update_every(kw, usage))
+def _ordered(name: str):
+    def factory(*args, **kw) -> Strategy:
+        usage = (
+            f"{name} takes an order N and optionally update_every, e.g. '{name}:1' or "
+            f"'{name}:2,update_every=10'"
+        )
+        if len(args) != 1:
+            raise SpecError(usage)
+        try:
+            order = int(args[0])
+        except ValueError:
+            raise SpecError(f"{name}:N needs an integer, got {args[0]!r}") from None
+        return OnlineStrategy(name, order=order, update_every=_update_every(kw, usage))
+
+    return factory
 
 
 def parse_online() -> dict:
     """The registry entries of the online strategies: name -> factory."""
-    return {"rtrl": _rtrl, "uoro": _uoro, "snap": _snap}
+    return {
+        "rtrl": _rtrl,
+        "uoro": _uoro,
+        "snap": _ordered("snap"),
+        "snap-lagged": _ordered("snap-lagged"),
+        "layer-rtrl": _layer_rtrl,
+    }

@@ -31,10 +31,13 @@ Strategies (spec grammar ``name[:arg[,arg...]][,key=value...]``):
                              base K w.p. 0.95 else K/2, length max(5,
                              int(N(base, 5))), learning rate times length / K
                              (``p=P``, ``sd=S``, ``min=M`` change 0.95, 5, 5).
-``adaptive:D``               ``regular:K`` with K re-chosen from measured bias
+``adaptive:D``               Aicher et al.'s K from the decay of the state gradients'
+                             norms, trained as ``k1k2:K,2K-1``; ``measured:D``:
+                             ``regular:K``, K from the bias measured directly
                              (:mod:`tbptt.truncation.adaptive`).
 ``rtrl``, ``uoro``,          online: the gradient carried forward with the state,
-``snap:N``                   never cut (:mod:`tbptt.truncation.online`).
+``snap:N``, ``snap-lagged:N``, never cut (:mod:`tbptt.truncation.online`).
+``layer-rtrl``
 ===========================  ====================================================
 
 Every strategy's ``spec`` is written so that ``parse_strategy(s.spec)`` gives back

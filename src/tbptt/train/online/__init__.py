@@ -1,4 +1,4 @@
-"""Online gradient estimators: RTRL, SnAp-N and UORO, on any recurrent model.
+"""Online gradient estimators: RTRL, SnAp-N, UORO and layer-wise diagonal RTRL.
 
 The strategies (``rtrl``, ``snap:N``, ``uoro``; policy only) are in
 :mod:`tbptt.truncation.online`; here are the estimators that carry the
@@ -14,9 +14,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tbptt.errors import ConfigError
 from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.train.online.base import OnlineEstimator
-from tbptt.train.online.rtrl import RTRL, SnAp, check_rtrl_memory, rtrl_bytes
+from tbptt.train.online.diagonal import DiagonalRTRL, diagonal_covers
+from tbptt.train.online.rtrl import (
+    RTRL,
+    SnAp,
+    SnApLagged,
+    available_bytes,
+    check_rtrl_memory,
+    rtrl_bytes,
+)
 from tbptt.train.online.step import StepFunction
 from tbptt.train.online.training import online_window, run_rows
 from tbptt.train.online.uoro import UORO
@@ -26,12 +35,15 @@ from tbptt.truncation.online import OnlineStrategy
 __all__ = [
     "OnlineEstimator",
     "RTRL",
+    "DiagonalRTRL",
     "SnAp",
+    "SnApLagged",
     "UORO",
     "StepFunction",
     "build_estimator",
     "online_gradient",
     "online_window",
+    "available_bytes",
     "check_rtrl_memory",
     "rtrl_bytes",
 ]
@@ -53,16 +65,27 @@ def build_estimator(
     """
     if strategy.estimator == "uoro":
         return UORO(model, objective)
+    if strategy.estimator == "layer-rtrl" or (
+        strategy.estimator == "rtrl" and diagonal_covers(model) and model.recurrent.num_layers == 1
+    ):
+        if not diagonal_covers(model):
+            raise ConfigError(
+                f"layer-rtrl tracks element-wise recurrences layer by layer (minGRU, minLSTM, "
+                f"LRU without zoneout), got {type(model).__name__}"
+                + (f" over {model.config.kind}" if hasattr(model, "config") else "")
+                + "; use rtrl (exact, any model)",
+                options=("train.strategy", "model.kind"),
+            )
+        estimator = DiagonalRTRL(model, objective)
+        estimator.name = "rtrl" if strategy.estimator == "rtrl" else "layer-rtrl"
+        return estimator
     if strategy.estimator == "rtrl":
         estimator = RTRL(model, objective, available=available)
     else:
-        estimator = SnAp(model, objective, order=strategy.order, available=available)
+        kind = SnAp if strategy.estimator == "snap" else SnApLagged
+        estimator = kind(model, objective, order=strategy.order, available=available)
     if batch_size is not None:
-        s = estimator.fn.initial(batch_size)  # (B, S)
-        P = estimator.fn.num_parameters
-        check_rtrl_memory(
-            P, batch_size, s.shape[1], s.element_size(), s.device, available=available
-        )
+        estimator.check_memory(batch_size, estimator.fn.initial(batch_size))  # s_0 (B, S)
     return estimator
 
 

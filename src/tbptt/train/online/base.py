@@ -24,7 +24,8 @@ class OnlineEstimator:
 
     Subclasses implement ``_start(batch_size)`` (fresh sensitivities),
     ``_reset(keep)`` (zero the sensitivities of the streams where ``keep`` (B,) is 0),
-    ``_advance(theta, s, row, generator) -> (loss, gradient (P,), new s)`` and
+    ``_advance(s, row, generator) -> (loss, gradient (P,), new s)``, ``_clear()`` (drop every
+    carried sensitivity, keep nothing a non-finite step may have poisoned) and
     ``_tensors()`` / ``_load(dict)`` for the run state.
     """
 
@@ -63,10 +64,18 @@ class OnlineEstimator:
             keep = (~resets[0]).to(self.s.dtype)  # (B,)
             self.s = self.s * keep[:, None]
             self._reset(keep)
-        theta = self.fn.theta()
-        loss, grad, s_new = self._advance(theta, self.s, (inputs, targets, mask), generator)
+        loss, grad, s_new = self._advance(self.s, (inputs, targets, mask), generator)
         self.s = s_new.detach()
         return loss.detach(), grad.detach()
+
+    def reset(self) -> None:
+        """Forget the carried state and every sensitivity (the next window calls ``start``).
+
+        For a step whose loss or gradient was not finite: its state and sensitivities
+        may hold NaN or inf, and carried on they would poison every later step.
+        """
+        self.s = None
+        self._clear()
 
     # -- pieces the estimators share -----------------------------------------------------
 
@@ -100,7 +109,10 @@ class OnlineEstimator:
     def _reset(self, keep: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _advance(self, theta, s, row, generator):
+    def _advance(self, s, row, generator):
+        raise NotImplementedError
+
+    def _clear(self) -> None:
         raise NotImplementedError
 
     def _tensors(self) -> dict:

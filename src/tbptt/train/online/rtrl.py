@@ -1,43 +1,60 @@
 """Real-time recurrent learning (Williams & Zipser 1989) and SnAp-N (Menick et al. 2020).
 
 RTRL carries the exact sensitivity of every stream's state to every parameter,
-J_t = ds_t/dθ, (P, B, S), and updates it every step::
+J_t = ds_t/dθ, and updates it every step::
 
-    J_t = A J_{t-1} + D          A = ∂f/∂s_{t-1} (B, S, S),  D = ∂f/∂θ (B, S, P)
+    J_t = D_t + A_t J_{t-1}          A_t = ∂f/∂s_{t-1} (B, S, S),  D_t = ∂f/∂θ (B, S, P)
 
-A and D come from ``torch.func.vjp`` of the model's own step, one forward and
-then B·S vmapped reverse products (a cotangent e_i on stream b gives row i of
-both of that stream's Jacobians), so no Jacobian of a cell is written by hand.
-The gradient of step t's loss is ∂l_t/∂θ + Σ_b ∂l_t/∂s_{t-1,b} · J_{t-1}[:, b]
-(one more reverse product).
+Two engines compute it:
 
-SnAp-N keeps J only on the entries (parameter p, state unit i) that N steps of
-the recurrence can connect, starting from the units p writes to directly: a
-fixed pattern M_N (P, S) found once, from the structural non-zeros of ∂f/∂θ
-and ∂f/∂s, M_1 = nz(∂f/∂θ)ᵀ, M_{n+1} = M_n ∨ (M_n nz(∂f/∂s)ᵀ); after each
-update J ← J ⊙ M_N. For an element-wise recurrence (∂f/∂s diagonal) M_1 is
-already closed under the recurrence and SnAp-1 is RTRL; for a dense one, once
-N is at least the number of steps that connect every unit, M_N is full and
-SnAp-N is RTRL again.
+- **closed form** (:mod:`tbptt.train.online.dense`) for the built-in RNN / GRU /
+  LSTM stacks: A_t, D_t from the step's own gate activations, batched over
+  streams, J (B, S, P_s) only for the parameters that reach the state;
+- **torch.func** for every other model (a user's module, zoneout, tied weights):
+  A and D from ``vjp`` of the model's own step, one forward and then B·S vmapped
+  reverse products (a cotangent e_i on stream b gives row i of both of that
+  stream's Jacobians), J (P, B, S).
 
-Cost per step, B streams, S state values per stream (H for a GRU or RNN, 2 L H
-for an LSTM), P parameters, c the cost of one step of the model (about P B
-multiply-adds):
+The gradient of step t's loss is ∂l_t/∂θ + ∂l_t/∂s_{t-1} · J_{t-1} (the same
+as ∂l_t/∂θ|_{s_t} + ∂l_t/∂s_t · J_t).
 
-=========  ============================================  ==============================
-estimator  time                                          memory
-=========  ============================================  ==============================
-rtrl       B S reverse products of one step (~ 2 B S c,  J, its update and D:
-           c ≈ P B) + A J (B S² P): ~ B² S P             3 P B S values; e.g. GRU
-           (a GRU: ~ 3 B² H⁴)                            H = 128: P ≈ 50 k, 3·50k·128
-                                                         float32 ≈ 77 MB per stream
-snap:N     as rtrl (this implementation computes every   as rtrl (J is stored dense
-           entry, then masks)                            and masked) + the pattern
-                                                         M (P S values)
-=========  ============================================  ==============================
+**SnAp-N** (Menick et al. 2020) keeps J only on the entries (parameter p,
+state unit i) that N steps of the recurrence can connect, starting from the
+units p writes to directly: a fixed pattern M_N, M_1 = nz(D)ᵀ, M_{n+1} = M_n ∨
+nz(A) M_n. As the paper defines it, the mask is part of the update and each
+step's gradient reads the masked J::
 
-Exact RTRL that would not fit in memory is refused before anything is
-allocated (:func:`check_rtrl_memory`).
+    J̃_t = (D_t + A_t J̃_{t-1}) ⊙ M          gradient of step t: ∂l_t/∂θ|_{s_t} + ∂l_t/∂s_t · J̃_t
+
+so it needs the loss as a function of the new state s_t (the readout): the
+built-in models have one, and a user's module can give one (a ``readout(state)``
+method on the module inside :class:`~tbptt.models.custom.CustomLM`, or
+``readout(state, inputs)`` on the model). For an element-wise recurrence M_1
+is closed under the recurrence and SnAp-1 is RTRL; once N steps connect every
+unit, M_N is full and SnAp-N is RTRL again.
+
+**snap-lagged:N** is the variant this package shipped as ``snap:N`` before:
+the mask applied to J after each step's gradient, so the gradient of step t is
+∂l_t/∂θ + ∂l_t/∂s_{t-1} · J̃_{t-1} and each loss sees one unmasked step of the
+recurrence (D_t + A_t J̃_{t-1}). It is closer to RTRL than SnAp-N (one more
+step of exact influence) for the same memory, and it needs no readout, so it
+works on every model; docs/online.md compares both with RTRL.
+
+Cost per step, B streams, S state values per stream, P parameters (P_s of them
+reaching the state):
+
+==============  ==========================================  ==========================
+engine          time                                        memory (the guard's count)
+==============  ==========================================  ==========================
+closed form     A J: B S² P_s (per layer: its rows, the     2.25 B S P_s (J, the next
+                columns of it and below) + O(B S P_s)       one, temporaries)
+torch.func      B S reverse products of one step (~ 2 B S   5 B S P + 3 vjp chunks (J,
+                c, c ≈ P B) + A J (B S² P)                  D, A J, their sum, D^T)
+==============  ==========================================  ==========================
+
+SnAp stores J dense and masked (its cost is RTRL's, its value the estimator's).
+Exact RTRL that would not fit is refused before anything is allocated
+(:func:`check_rtrl_memory`, counting the cgroup's limit as well as the machine's).
 """
 
 from __future__ import annotations
@@ -48,18 +65,49 @@ from torch.func import jvp, vjp, vmap
 
 from tbptt.errors import ConfigError
 from tbptt.train.budget import available_memory
+from tbptt.train.memory import cgroup_headroom
 from tbptt.train.objectives import Objective
 from tbptt.train.online.base import OnlineEstimator
+from tbptt.train.online.dense import dense_engine
 
-__all__ = ["RTRL", "SnAp", "check_rtrl_memory", "rtrl_bytes"]
+__all__ = ["RTRL", "SnAp", "SnApLagged", "available_bytes", "check_rtrl_memory", "rtrl_bytes"]
 
 CHUNK_VALUES = 1 << 22  # values per chunk of vmapped cotangents (32 MB of float64)
-COPIES = 3  # J, its update and ∂f/∂θ
+# Measured peaks (tests/train/test_online_nonfinite.py, docs/online.md): the torch.func
+# engine holds J, D, A J, their sum and the permuted D (about 5 copies of P x B x S values),
+# and at small sizes its vmapped reverse products dominate instead (about 7 chunks of
+# CHUNK_VALUES); the closed form J, the next J's buffer and the step's temporaries (about
+# 2.25 copies of B x S x P_s).
+COPIES = 5
+CHUNK_COPIES = 7
+CLOSED_COPIES = 2.25
 
 
-def rtrl_bytes(num_parameters: int, batch_size: int, state_size: int, itemsize: int) -> float:
-    """Bytes RTRL's sensitivities take: about ``COPIES`` x P x B x S values."""
-    return COPIES * num_parameters * batch_size * state_size * itemsize
+def rtrl_bytes(
+    num_parameters: int,
+    batch_size: int,
+    state_size: int,
+    itemsize: int,
+    copies: float = COPIES,
+    floor: float | None = None,
+) -> float:
+    """Bytes RTRL's sensitivities take: about ``copies`` x P x B x S values, or ``floor``
+    bytes if more (default: the torch.func engine's vmapped chunks when ``copies`` is its own)."""
+    if floor is None:
+        floor = CHUNK_COPIES * CHUNK_VALUES * itemsize if copies == COPIES else 0.0
+    return max(copies * num_parameters * batch_size * state_size * itemsize, floor)
+
+
+def available_bytes(device="cpu") -> int | None:
+    """What a run may still allocate: the device's free memory and, on CPU, the room left
+    under the process's cgroup limit (the smaller; None when neither is known)."""
+    free = available_memory(device)
+    if torch.device(device).type != "cpu":
+        return free
+    room = cgroup_headroom()
+    if room is None:
+        return free
+    return room if free is None else min(free, room)
 
 
 def check_rtrl_memory(
@@ -70,19 +118,21 @@ def check_rtrl_memory(
     device="cpu",
     *,
     available: int | None = None,
+    copies: float = COPIES,
 ) -> float:
     """Refuse, before allocating, sensitivities that would not fit; returns the estimate.
 
     Raises:
         ConfigError: one line with the estimate, the memory available and what to do.
     """
-    need = rtrl_bytes(num_parameters, batch_size, state_size, itemsize)
-    free = available if available is not None else available_memory(device)
+    need = rtrl_bytes(num_parameters, batch_size, state_size, itemsize, copies)
+    free = available if available is not None else available_bytes(device)
     if free is not None and need > 0.8 * free:
         raise ConfigError(
             f"exact RTRL needs about {need / 1e9:.1f} GB for its sensitivities "
             f"({num_parameters} parameters x {batch_size} streams x {state_size} state values "
-            f"x {itemsize} bytes x {COPIES}) and {free / 1e9:.1f} GB are available; use uoro "
+            f"x {itemsize} bytes x {copies:g}) and {free / 1e9:.1f} GB are available (the "
+            "smaller of the machine's free memory and the process's cgroup limit); use uoro "
             "(memory P + B S), a smaller hidden size or fewer streams (batch size)",
             options=("train.strategy", "model.hidden_size", "train.batch_size"),
         )
@@ -96,35 +146,91 @@ class RTRL(OnlineEstimator):
         model: a recurrent model.
         objective: the loss of its outputs.
         available: bytes available for the sensitivities (default: measured).
+        engine: ``"auto"`` (closed form where it covers the model) or ``"func"``.
     """
 
     name = "rtrl"
+    mask_first = True  # SnAp: the mask before the step's gradient (Menick et al.)
 
-    def __init__(self, model: nn.Module, objective: Objective, *, available: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        *,
+        available: int | None = None,
+        engine: str = "auto",
+    ):
         super().__init__(model, objective)
+        if engine not in ("auto", "func"):
+            raise ValueError(f"Expected engine 'auto' or 'func', got {engine!r}")
         self.available = available
-        self.J: torch.Tensor | None = None  # (P, B, S)
+        self.engine = dense_engine(model, self.fn) if engine == "auto" else None
+        self.J: torch.Tensor | None = None  # (B, S, P_s) closed form, (P, B, S) torch.func
+        self._spare: torch.Tensor | None = None  # the closed form's next J
 
-    def _start(self, batch_size: int) -> None:
-        P, S = self.fn.num_parameters, self.s.shape[1]
-        check_rtrl_memory(
+    # -- sizes ---------------------------------------------------------------------------
+
+    def memory_estimate(self, batch_size: int, state_size: int, itemsize: int) -> tuple:
+        """(P counted, copies) of :func:`rtrl_bytes` for this engine (SnAp's mask: + S P)."""
+        if self.engine is not None:
+            return self.engine.columns, CLOSED_COPIES
+        return self.fn.num_parameters, COPIES
+
+    def check_memory(self, batch_size: int, state: torch.Tensor) -> float:
+        P, copies = self.memory_estimate(batch_size, state.shape[1], state.element_size())
+        return check_rtrl_memory(
             P,
             batch_size,
-            S,
-            self.s.element_size(),
-            self.s.device,
+            state.shape[1],
+            state.element_size(),
+            state.device,
             available=self.available,
+            copies=copies,
         )
-        self.J = self.s.new_zeros((P, batch_size, S))
+
+    # -- run state -----------------------------------------------------------------------
+
+    def _start(self, batch_size: int) -> None:
+        self.check_memory(batch_size, self.s)
+        S = self.s.shape[1]
+        if self.engine is not None:
+            self.J = self.s.new_zeros((batch_size, S, self.engine.columns))
+            self._spare = torch.zeros_like(self.J)
+        else:
+            self.J = self.s.new_zeros((self.fn.num_parameters, batch_size, S))
 
     def _reset(self, keep: torch.Tensor) -> None:
-        self.J = self.J * keep[None, :, None]
+        if self.engine is not None:
+            self.J.mul_(keep[:, None, None])
+        else:
+            self.J = self.J * keep[None, :, None]
+
+    def _clear(self) -> None:
+        self.J = self._spare = None
 
     def _tensors(self) -> dict:
         return {"J": self.J}
 
     def _load(self, d: dict) -> None:
         self.J = d["J"]
+        self._spare = torch.zeros_like(self.J) if self.engine is not None else None
+
+    # -- the step ------------------------------------------------------------------------
+
+    def _mask(self, row) -> torch.Tensor | None:
+        return None  # RTRL keeps every entry
+
+    def _advance(self, s, row, generator):
+        if self.engine is not None:
+            mask = self._mask(row)
+            loss, grad, s_new = self.engine.step(
+                s, self.J, self._spare, row, mask=mask, published=self.mask_first
+            )
+            self.J, self._spare = self._spare, self.J
+            return loss, grad, s_new
+        theta = self.fn.theta()
+        loss, grad, s_new, self.J = self._columns(theta, s, row, self.J)
+        return loss, grad, s_new
 
     def _columns(self, theta, s, row, J):
         """One forward, then reverse-mode products: (loss, gradient (P,), s_t, J_t (P, B, S)).
@@ -132,6 +238,7 @@ class RTRL(OnlineEstimator):
         A cotangent e_i on stream b's new state gives row i of that stream's
         ∂f/∂θ (P,) and of its ∂f/∂s (S,) at once (streams do not mix), so B vmapped
         batches of S vjps give D (B, S, P) and A (B, S, S); then J_t = A J_{t-1} + D.
+        The gradient is the lagged form, ∂l_t/∂θ + ∂l_t/∂s_{t-1} J_{t-1}.
         """
         inputs, targets, mask = row
         B, S = s.shape
@@ -155,29 +262,36 @@ class RTRL(OnlineEstimator):
         new = torch.einsum("bij,pbj->pbi", A, J) + D.permute(2, 0, 1)  # (P, B, S)
         return loss, grad, s_new, new
 
-    def _advance(self, theta, s, row, generator):
-        loss, grad, s_new, self.J = self._update(theta, s, row)
-        return loss, grad, s_new
-
-    def _update(self, theta, s, row):
-        return self._columns(theta, s, row, self.J)
-
 
 class SnAp(RTRL):
-    """SnAp-N: RTRL with J kept on the pattern N steps reach (see the module docstring).
+    """SnAp-N as Menick et al. (2020) define it (see the module docstring).
 
     Args:
         order: N >= 1.
+
+    Raises:
+        ConfigError: the model has no readout (its loss as a function of the new state)
+            and no closed-form engine; ``snap-lagged:N`` works on every model.
     """
 
     name = "snap"
+    mask_first = True
 
     def __init__(self, model: nn.Module, objective: Objective, *, order: int, **kw):
         super().__init__(model, objective, **kw)
         self.order = order
-        self.pattern: torch.Tensor | None = None  # (P, 1, S) 0/1 in J's dtype
+        self.pattern: torch.Tensor | None = None  # closed form (S, P_s); torch.func (P, 1, S)
         self.recurrence: torch.Tensor | None = None  # (S, S) bool, nz(∂f/∂s)
         self.known: torch.Tensor | None = None  # (P,) bool: the column's pattern is found
+        if self.engine is None and self.mask_first and not self.fn.has_readout():
+            raise ConfigError(
+                f"snap:{order} (SnAp-N as Menick et al. define it) takes each step's gradient "
+                f"from the masked sensitivity of the new state, so it needs the loss as a "
+                f"function of that state, which {type(model).__name__} does not give; add a "
+                f"readout(state) method to your module (outputs of a step from its new state), "
+                f"or use snap-lagged:{order} (the mask after each step's gradient)",
+                options=("train.strategy",),
+            )
 
     def _tensors(self) -> dict:
         return {
@@ -188,10 +302,19 @@ class SnAp(RTRL):
         }
 
     def _load(self, d: dict) -> None:
-        self.J, self.pattern = d["J"], d["pattern"]
+        super()._load(d)
+        self.pattern = d["pattern"]
         self.recurrence, self.known = d["recurrence"], d["known"]
 
-    def _update(self, theta, s, row):
+    def _mask(self, row) -> torch.Tensor:
+        if self.pattern is None:
+            self.pattern = self.engine.pattern(self.order, self.s.dtype, self.s.device)
+        return self.pattern
+
+    def _advance(self, s, row, generator):
+        if self.engine is not None:
+            return super()._advance(s, row, generator)
+        theta = self.fn.theta()
         if self.pattern is None:
             self._find_pattern(theta, s, row)
         loss, grad, s_new, new = self._columns(theta, s, row, self.J)  # new: (P, B, S)
@@ -202,7 +325,14 @@ class SnAp(RTRL):
         if bool(fresh.any()):
             self.pattern[fresh] = self._closure((new[fresh] != 0).any(dim=1)).unsqueeze(1)
             self.known |= fresh
-        return loss, grad, s_new, new * self.pattern
+        self.J = new * self.pattern
+        if self.mask_first:  # the published gradient: from s_t and the masked J_t
+            inputs, targets, mask = row
+            readout = lambda th, st: self.fn.readout_loss(th, st, inputs, targets, mask)  # noqa: E731
+            _, vjp_fn = vjp(readout, theta, s_new)
+            g_theta, g_s = vjp_fn(torch.ones_like(loss))
+            grad = g_theta + torch.einsum("bs,pbs->p", g_s, self.J)
+        return loss, grad, s_new
 
     def _closure(self, direct: torch.Tensor) -> torch.Tensor:
         """M_N (k, S) in J's dtype from M_1 = ``direct`` (k, S) bool."""
@@ -228,7 +358,7 @@ class SnAp(RTRL):
         for _ in range(points):
             th = theta + 0.1 * torch.randn(theta.shape, generator=g).to(theta)
             st = 0.5 * torch.randn(s.shape, generator=g).to(s)
-            d = self._columns(th, st, row, s.new_zeros((P, *s.shape)))[3]
+            d = RTRL._columns(self, th, st, row, s.new_zeros((P, *s.shape)))[3]
             direct |= (d != 0).any(dim=1)  # (P, S)
             # ∂f/∂s is block-diagonal over streams: one tangent e_i for every stream at once
             cols = vmap(
@@ -241,3 +371,10 @@ class SnAp(RTRL):
         self.recurrence = recur
         self.known = direct.any(dim=1)  # (P,)
         self.pattern = self._closure(direct).unsqueeze(1)  # (P, 1, S)
+
+
+class SnApLagged(SnAp):
+    """``snap-lagged:N``: SnAp's mask applied after each step's gradient (module docstring)."""
+
+    name = "snap-lagged"
+    mask_first = False

@@ -32,7 +32,7 @@ from torch.func import functional_call
 from tbptt.train.objectives import Objective
 from tbptt.tree import State, flatten_state, unflatten_state
 
-__all__ = ["StepFunction"]
+__all__ = ["StepFunction", "readout"]
 
 
 def _batch_dim(model: nn.Module) -> int:
@@ -40,6 +40,53 @@ def _batch_dim(model: nn.Module) -> int:
         if m is not None and hasattr(m, "batch_dim"):
             return int(m.batch_dim)
     return -2  # (L, B, H) and (B, H) states
+
+
+def readout(model: nn.Module, state: State, inputs: torch.Tensor) -> torch.Tensor | None:
+    """The outputs (1, B, O) of a step whose new state is ``state``, from the state (and the
+    step's inputs (1, B[, F])) alone; None when the model does not say how.
+
+    The built-in models read their last layer (a linear-recurrent LRU layer also reads its
+    input, through the layers below); a :class:`~tbptt.models.custom.CustomLM` whose module
+    has ``readout(state) -> (B, H)`` puts its head behind it; any model may define
+    ``readout(state, inputs) -> (1, B, O)`` itself.
+    """
+    from tbptt.models.custom import CustomLM
+    from tbptt.models.lm import RecurrentNet
+    from tbptt.models.minimal import LinearRecurrent
+
+    if isinstance(model, RecurrentNet):
+        rec = model.recurrent
+        if isinstance(rec, LinearRecurrent):
+            x = model.embed(inputs)  # (1, B, I)
+            H = rec.hidden_size
+            for layer in range(rec.num_layers):
+                h = state[layer].unsqueeze(0)  # (1, B, S)
+                if rec.kind == "lru":
+                    x = rec.layers[layer].readout(torch.complex(h[..., :H], h[..., H:]), x)
+                else:
+                    x = h
+        else:
+            h = state[0] if rec.kind == "lstm" else state
+            x = h[-1].unsqueeze(0)  # (1, B, H)
+        return model.head(model.drop_output(x))
+    if isinstance(model, CustomLM) and hasattr(model.core.module, "readout"):
+        return model.head(model.core.module.readout(state)).reshape(1, *inputs.shape[1:2], -1)
+    own = getattr(model, "readout", None)
+    if callable(own):
+        return own(state, inputs)
+    return None
+
+
+class _Readout(nn.Module):
+    """``model``'s readout as a module, so ``functional_call`` can swap its parameters."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, state, inputs):
+        return readout(self.model, state, inputs)
 
 
 class StepFunction:
@@ -66,6 +113,7 @@ class StepFunction:
         self._spec = None  # the state's structure, from the first flatten
         self._leaf_shapes: list[tuple[int, ...]] = []  # each leaf without its batch dimension
         self._leaf_dims: list[int] = []
+        self._readout: _Readout | None = None
 
     # -- parameters ---------------------------------------------------------------------
 
@@ -114,6 +162,27 @@ class StepFunction:
     def initial(self, batch_size: int) -> torch.Tensor:
         """s_0 (B, S): the model's initial state, flattened."""
         return self.flatten(self.model.initial_state(batch_size))
+
+    # -- the readout --------------------------------------------------------------------
+
+    def has_readout(self) -> bool:
+        """Whether the model's outputs can be computed from its new state (:func:`readout`)."""
+        from tbptt.models.custom import CustomLM
+        from tbptt.models.lm import RecurrentNet
+
+        if isinstance(self.model, RecurrentNet):
+            return True
+        if isinstance(self.model, CustomLM):
+            return hasattr(self.model.core.module, "readout")
+        return callable(getattr(self.model, "readout", None))
+
+    def readout_loss(self, theta, flat_state, inputs, targets, mask) -> torch.Tensor:
+        """The row's loss sum from θ (P,) and the new state s_t (B, S) (:func:`readout`)."""
+        if self._readout is None:
+            self._readout = _Readout(self.model)
+        params = {f"model.{n}": t for n, t in self.unflatten_parameters(theta).items()}
+        outputs = functional_call(self._readout, params, (self.unflatten(flat_state), inputs))
+        return self.objective.loss_sum(outputs, targets, mask)
 
     # -- the step -----------------------------------------------------------------------
 

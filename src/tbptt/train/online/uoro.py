@@ -53,7 +53,11 @@ class UORO(OnlineEstimator):
     def _load(self, d: dict) -> None:
         self.s_tilde, self.theta_tilde = d["s_tilde"], d["theta_tilde"]
 
-    def _advance(self, theta, s, row, generator):
+    def _clear(self) -> None:
+        self.s_tilde = self.theta_tilde = None
+
+    def _advance(self, s, row, generator):
+        theta = self.fn.theta()
         if generator is None:
             raise ValueError("UORO needs a generator for its random signs")
         inputs, targets, mask = row
