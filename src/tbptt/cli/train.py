@@ -163,8 +163,6 @@ def _train(args, out: Path, lock: RunLock, group: Group | None) -> int:
 
         result = run.train(on_epoch_line=epoch_line)
         if result.code:
-            if result.code != 130:
-                _warn(f"continue with: tbptt train --resume {out}")
             return result.code
         if not run.leader:
             return 0  # the outputs are rank 0's to write
@@ -223,4 +221,5 @@ def _prepare(args, out: Path, lock: RunLock, group: Group | None) -> Run:
         echo=_say,
         warn=_warn,
         lock=lock,
+        continue_hint=f"continue with: tbptt train --resume {out}",
     )

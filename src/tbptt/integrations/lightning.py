@@ -17,7 +17,10 @@ with the same engine as :class:`tbptt.Trainer` (:func:`tbptt.train.engine.run_wi
 gates, TBPTT(k1, k2) lookback, activation checkpointing, per-stream resets), so a window's
 gradient is the one tbptt's own trainer computes. The carried state, the lookback
 context and the strategy's random generator are saved in Lightning checkpoints
-(``on_save_checkpoint``) and restored from them, so a resumed run continues exactly.
+(``on_save_checkpoint``) and restored from them; :class:`StreamBatches` handed to ``fit``
+saves its position with them, so a run resumed from a checkpoint written after any
+batch, mid-epoch too, continues exactly; where it cannot (a ``DataLoader`` has no position
+to save), the resume is refused at its first batch (:meth:`TruncatedBPTT.tbptt_check_resume`).
 
 Batches are dicts with ``inputs`` and ``targets`` (and optionally ``resets``: a stream
 (document, episode) starts before that row; ``mask``: the rows whose loss counts;
@@ -36,7 +39,7 @@ each batch end adds one cut: use batches much longer than K.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -59,9 +62,14 @@ class StreamBatches(torch.utils.data.Dataset):
     Item i is the i-th window of :class:`~tbptt.data.streams.SequentialStream` over the
     split, as a dict of batch-first tensors: ``inputs`` (B, T[, F]), ``targets`` (B, T[, D]),
     ``resets`` / ``mask`` (B, T) when the split has them. (Every stream starts afresh at
-    the first batch because the module resets its state at each epoch start.) Use it with
-    ``DataLoader(StreamBatches(...), batch_size=None)`` (no shuffling: the order carries
-    the state).
+    the first batch because the module resets its state at each epoch start.)
+
+    Hand it to ``fit`` itself: iterating it yields the batches in order, and it is a
+    stateful iterable (``state_dict`` / ``load_state_dict``), so Lightning saves its
+    position with every checkpoint and a resumed run continues at the next batch,
+    mid-epoch too. ``DataLoader(StreamBatches(...), batch_size=None)`` (no shuffling: the
+    order carries the state) works as well, but a ``DataLoader`` has no position to save:
+    :class:`TruncatedBPTT` refuses to resume it from a mid-epoch checkpoint.
     """
 
     def __init__(self, data: StreamData | torch.Tensor, batch_size: int, length: int | None):
@@ -71,6 +79,8 @@ class StreamBatches(torch.utils.data.Dataset):
             )
         self.stream = SequentialStream(as_stream_data(data), batch_size)
         self.length = length or self.stream.steps
+        self.position = 0  # batches of the current pass handed out: the next one's index
+        self._resume_at = 0  # where the next pass starts (set by load_state_dict)
 
     def __len__(self) -> int:
         return -(-self.stream.steps // self.length)  # the last batch may be shorter
@@ -86,6 +96,44 @@ class StreamBatches(torch.utils.data.Dataset):
             if getattr(batch, name) is not None:
                 item[name] = getattr(batch, name)
         return {k: _swap(v) for k, v in item.items()}
+
+    def __iter__(self) -> Iterator[dict]:
+        """One pass over the batches: from the first, or from the restored position."""
+        # A generator: nothing runs (and the restored position is not used up) until the
+        # first batch is asked for, so an iterator made only to probe iterability is harmless.
+        start, self._resume_at = self._resume_at, 0
+        self.position = start
+        for index in range(start, len(self)):
+            self.position = index + 1
+            yield self[index]
+
+    def rewind(self) -> None:
+        """The next pass starts at the first batch (an epoch starts afresh)."""
+        self._resume_at = 0
+
+    def _shape(self) -> dict:
+        return {"batches": len(self), "batch_size": self.stream.batch_size, "length": self.length}
+
+    def state_dict(self) -> dict:
+        """The index of the next batch of this pass (0 once every batch was handed out),
+        and the cut, to check against the loader that resumes."""
+        return {"batch": self.position if self.position < len(self) else 0, **self._shape()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if {k: state.get(k) for k in self._shape()} != self._shape():
+            raise ConfigError(
+                f"the checkpoint's training batches were {_describe(state)}, these are "
+                f"{_describe(self._shape())}; resume with the StreamBatches the run was "
+                "trained with"
+            )
+        self._resume_at = self.position = state["batch"]
+
+
+def _describe(shape: dict) -> str:
+    return (
+        f"{shape.get('batches')} batches of {shape.get('batch_size')} streams x "
+        f"{shape.get('length')} rows"
+    )
 
 
 def _swap(value):
@@ -154,6 +202,7 @@ class TruncatedBPTT:
         self.tbptt_val: dict = {}
         self._eval_state: State | None = None
         self._eval_sums: dict[str, float] = {}
+        self._tbptt_resumed = False
 
     # -- the step --------------------------------------------------------------------
 
@@ -310,7 +359,50 @@ class TruncatedBPTT:
     def on_train_epoch_start(self) -> None:
         if not self.tbptt_settings["carry_across_epochs"]:
             self.tbptt_state, self.tbptt_context = None, None
+        # The streams are read from their start again, whatever position a checkpoint
+        # restored (one written at the end of an epoch that limit_train_batches cut short).
+        if isinstance(self.trainer.train_dataloader, StreamBatches):
+            self.trainer.train_dataloader.rewind()
+        self._tbptt_resumed = False
         super().on_train_epoch_start()
+
+    def on_train_batch_start(self, batch, batch_idx: int):
+        if self._tbptt_resumed:  # the first batch after a checkpoint was loaded
+            self._tbptt_resumed = False
+            self.tbptt_check_resume(batch_idx)
+        return super().on_train_batch_start(batch, batch_idx)
+
+    def tbptt_check_resume(self, batch_idx: int) -> None:
+        """At the first batch after a checkpoint was loaded: refuse to go on unless the
+        training loader continues where the checkpoint was written (else the carried state
+        would meet the rows of another batch).
+
+        ``batch_idx``: the batch of the epoch Lightning resumes at (its restored progress).
+        """
+        if batch_idx == 0 and not self.tbptt_settings["carry_across_epochs"]:
+            # A checkpoint written after an epoch's last batch resumes at the next epoch's
+            # first batch without calling on_train_epoch_start: reset the state here.
+            self.tbptt_state, self.tbptt_context = None, None
+        loader = self.trainer.train_dataloader
+        where = f"the run resumes at batch {batch_idx} of an epoch"
+        if isinstance(loader, StreamBatches):
+            if loader.position - 1 != batch_idx:
+                raise ConfigError(
+                    f"{where}, but the training StreamBatches resumed at its batch "
+                    f"{loader.position - 1} (the checkpoint holds no position of it, or one "
+                    "limit_train_batches left inside the epoch); resume from a checkpoint "
+                    "written by a run that handed StreamBatches to fit itself, or from the start"
+                )
+        elif batch_idx > 0 and not (
+            hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")
+        ):
+            raise ConfigError(
+                f"{where}, and the training loader ({type(loader).__name__}) has no position "
+                "Lightning can save: it would start the epoch again under the state carried "
+                f"out of {batch_idx} batches; pass StreamBatches(...) to fit itself (not a "
+                "DataLoader around it) or a stateful loader, or resume from an end-of-epoch "
+                "checkpoint"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {
@@ -336,6 +428,7 @@ class TruncatedBPTT:
         self.tbptt_state = saved["state"]
         self.tbptt_context = Context.from_state_dict(saved["context"])
         self.tbptt_generator.set_state(saved["generator"])
+        self._tbptt_resumed = True  # check the loader's position at the first batch
         super().on_load_checkpoint(checkpoint)
 
 

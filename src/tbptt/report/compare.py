@@ -56,6 +56,16 @@ FIGURES = (
 )
 
 
+def _continued(comparison) -> str:
+    """What the samples continue, as the runner chose it: the prefix, or the opening of the
+    validation text (each sample starts with it)."""
+    prefix = comparison.config.prefix
+    what = repr(prefix) if prefix else "the first 10 tokens of the validation text"
+    return (
+        f"{what}, shown at the start of each sample (temperature {comparison.config.temperature:g})"
+    )
+
+
 def _is_text(comparison) -> bool:
     return (comparison.data or {}).get("kind", "text") == "text"
 
@@ -290,12 +300,7 @@ def _markdown(comparison, header, rows, found, samples, runs) -> str:
             lines += [f"## {title}", "", f"![{key}]({key}.png)", ""]
     if any(sample for _, _, sample in samples):
         lines += ["## Samples", ""]
-        prefix = comparison.config.prefix
-        lines += [
-            f"Each trained model continues {prefix!r} "
-            f"(temperature {comparison.config.temperature:g}).",
-            "",
-        ]
+        lines += [f"Each trained model continues {_continued(comparison)}.", ""]
         for strategy, seed, sample in samples:
             lines += [f"- `{strategy}` (seed {seed}):", "", "  ```", f"  {sample}", "  ```", ""]
     lines += ["## Files", ""]
@@ -370,8 +375,7 @@ def _html(comparison, header, rows, found, samples, runs, figures) -> str:
     if any(sample for _, _, sample in samples):
         parts += [
             "<h2>Samples</h2>",
-            f"<p>Each trained model continues {e(repr(comparison.config.prefix))} "
-            f"(temperature {comparison.config.temperature:g}).</p>",
+            f"<p>Each trained model continues {e(_continued(comparison))}.</p>",
         ]
         for strategy, seed, sample in samples:
             parts += [f"<h3>{e(strategy)} (seed {seed})</h3>", f"<pre>{e(sample)}</pre>"]

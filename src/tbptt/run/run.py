@@ -113,6 +113,7 @@ class Run:
             same for stop and abort messages.
         lock: the directory's lock, when the caller took it already (to read the
             directory's checkpoint with no other run writing there).
+        continue_hint: how to continue a stopped run, in the stop message.
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class Run:
         echo: Callable[[str], None] | None = None,
         warn: Callable[[str], None] | None = None,
         lock: RunLock | None = None,
+        continue_hint: str = "run it again to continue",
     ):
         config.check()
         parse_interval(config.checkpoint.every)
@@ -141,6 +143,7 @@ class Run:
         self.echo = echo or log.info
         self.warn = warn or log.warning
         self.lock = lock or RunLock(self.directory)
+        self.continue_hint = continue_hint
         self.found: tuple[Path, dict] | None = None
         self.trainer: Trainer | None = None
         self.metrics = None
@@ -344,7 +347,7 @@ class Run:
             out, every_steps=every_steps, every_seconds=every_seconds, keep=config.checkpoint.keep
         )
         checkpointer.mark(trainer.step)
-        stop = StopRequest(say=self.warn)
+        stop = StopRequest(say=self.warn if leader else None)
         alive = {"at": time.monotonic()}
 
         def agreed(due: bool) -> tuple[bool, int]:
@@ -389,17 +392,22 @@ class Run:
                 trainer.fit(on_step=on_step, on_epoch=on_epoch)
         except Stopped as e:
             bar.close()
-            self.warn(  # (on rank 0: every rank stopped at this step)
-                f"stopped by {e.name} at epoch {trainer.epoch + 1}, step {trainer.step}; "
-                f"checkpoint in {out / LATEST}; run it again to continue"
-            )
+            if leader:  # every rank stopped at this step; rank 0 says so
+                self.warn(
+                    f"stopped by {e.name} at epoch {trainer.epoch + 1}, step {trainer.step}; "
+                    f"checkpoint in {out / LATEST}; {self.continue_hint}"
+                )
             return RunResult(128 + e.signum, resumed_from=resumed, stopped_by=e.name)
         except KeyboardInterrupt:  # a second signal: abort now, mid-window, no checkpoint
             bar.close()
             last = checkpointer.last_path or (out / LATEST if (out / LATEST).is_file() else None)
             self.warn(
                 f"aborted at epoch {trainer.epoch + 1}, step {trainer.step}; "
-                + (f"the last checkpoint is {last}" if last else "no checkpoint was written")
+                + (
+                    f"the last checkpoint is {last}; {self.continue_hint}"
+                    if last
+                    else "no checkpoint was written"
+                )
             )
             return RunResult(130, resumed_from=resumed, stopped_by="SIGINT")
         finally:
