@@ -1,144 +1,22 @@
-"""tbptt's strategies in a Lightning 2.x ``LightningModule`` (``pip install 'tbptt[lightning]'``).
-
-Lightning 2.0 removed ``truncated_bptt_steps``. :class:`TruncatedBPTT` gives it back,
-for every tbptt strategy: mix it into your ``LightningModule``, call
-:meth:`~TruncatedBPTT.configure_tbptt` in ``__init__``, and its ``training_step``
-does, for each batch::
-
-    batch (B, T, ...)  ->  time-major (T, B, ...)
-    while rows are left in the batch:
-        window = strategy.plan(rows left, generator)      # length, gates, lookback, lr factor
-        state  = fresh if the batch / window starts a stream, else the carried state, detached
-        loss   = objective.loss_sum(model(window rows, state, gates, resets)) / (B * K)
-        zero_grad; manual_backward(loss); clip; optimizer.step()    # one step per window
-        carried state = detach(state)                     # into the next window and batch
-
-with the same engine as :class:`tbptt.Trainer` (:func:`tbptt.train.engine.run_window`:
-gates, TBPTT(k1, k2) lookback, activation checkpointing, per-stream resets), so a window's
-gradient is the one tbptt's own trainer computes. The carried state, the lookback
-context and the strategy's random generator are saved in Lightning checkpoints
-(``on_save_checkpoint``) and restored from them; :class:`StreamBatches` handed to ``fit``
-saves its position with them, so a run resumed from a checkpoint written after any
-batch, mid-epoch too, continues exactly; where it cannot (a ``DataLoader`` has no position
-to save), the resume is refused at its first batch (:meth:`TruncatedBPTT.tbptt_check_resume`).
-
-Batches are dicts with ``inputs`` and ``targets`` (and optionally ``resets``: a stream
-(document, episode) starts before that row; ``mask``: the rows whose loss counts;
-``reset``: a bool, the batch starts every stream afresh) or tuples ``(inputs, targets[,
-resets])``, batch-first (B, T, ...) unless ``batch_first=False``. Consecutive batches
-must continue the same B streams for the carried state to make sense; :class:`StreamBatches`
-cuts a tbptt split into such batches (the layout of :class:`tbptt.Trainer`).
-
-The batch end is always a window end: the state crosses into the next batch detached
-(regular truncation's cut). For ``regular:K`` and ``k1k2:K1,K2`` make the batch length a
-multiple of K (K1) and the windows are exactly the trainer's; a randomized strategy's
-windows are drawn inside each batch, so its estimate is unbiased within a batch and
-each batch end adds one cut: use batches much longer than K.
-"""
+"""The mixin that gives a LightningModule tbptt's strategies (:class:`TruncatedBPTT`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
-from tbptt.data.streams import SequentialStream, StreamData, as_stream_data
 from tbptt.errors import ConfigError, NonFiniteError
+from tbptt.integrations.lightning.batches import StreamBatches, _swap
 from tbptt.train.engine import Context, run_window
 from tbptt.train.objectives import Objective, make_objective
 from tbptt.tree import State, cpu_copy, detach_state, map_state
 from tbptt.truncation import Strategy, parse_strategy
 
-__all__ = ["TruncatedBPTT", "StreamBatches", "CHECKPOINT_KEY"]
+__all__ = ["TruncatedBPTT", "CHECKPOINT_KEY"]
 
 CHECKPOINT_KEY = "tbptt"  # the entry of a Lightning checkpoint holding the carried state
-
-
-class StreamBatches(torch.utils.data.Dataset):
-    """A split cut into consecutive batches of ``length`` rows of ``batch_size`` streams
-    (``length=None``: one batch holding every stream's whole length).
-
-    Item i is the i-th window of :class:`~tbptt.data.streams.SequentialStream` over the
-    split, as a dict of batch-first tensors: ``inputs`` (B, T[, F]), ``targets`` (B, T[, D]),
-    ``resets`` / ``mask`` (B, T) when the split has them. (Every stream starts afresh at
-    the first batch because the module resets its state at each epoch start.)
-
-    Hand it to ``fit`` itself: iterating it yields the batches in order, and it is a
-    stateful iterable (``state_dict`` / ``load_state_dict``), so Lightning saves its
-    position with every checkpoint and a resumed run continues at the next batch,
-    mid-epoch too. ``DataLoader(StreamBatches(...), batch_size=None)`` (no shuffling: the
-    order carries the state) works as well, but a ``DataLoader`` has no position to save:
-    :class:`TruncatedBPTT` refuses to resume it from a mid-epoch checkpoint.
-    """
-
-    def __init__(self, data: StreamData | torch.Tensor, batch_size: int, length: int | None):
-        if length is not None and length < 1:
-            raise ConfigError(
-                f"Expected a batch length >= 1 (None: the whole stream), got {length}"
-            )
-        self.stream = SequentialStream(as_stream_data(data), batch_size)
-        self.length = length or self.stream.steps
-        self.position = 0  # batches of the current pass handed out: the next one's index
-        self._resume_at = 0  # where the next pass starts (set by load_state_dict)
-
-    def __len__(self) -> int:
-        return -(-self.stream.steps // self.length)  # the last batch may be shorter
-
-    def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        # Cut when asked (no copy of the split held): the stream's window at that position.
-        self.stream.position = index * self.length
-        batch = self.stream.next(self.length)
-        item = {"inputs": batch.inputs, "targets": batch.targets}
-        for name in ("resets", "mask"):
-            if getattr(batch, name) is not None:
-                item[name] = getattr(batch, name)
-        return {k: _swap(v) for k, v in item.items()}
-
-    def __iter__(self) -> Iterator[dict]:
-        """One pass over the batches: from the first, or from the restored position."""
-        # A generator: nothing runs (and the restored position is not used up) until the
-        # first batch is asked for, so an iterator made only to probe iterability is harmless.
-        start, self._resume_at = self._resume_at, 0
-        self.position = start
-        for index in range(start, len(self)):
-            self.position = index + 1
-            yield self[index]
-
-    def rewind(self) -> None:
-        """The next pass starts at the first batch (an epoch starts afresh)."""
-        self._resume_at = 0
-
-    def _shape(self) -> dict:
-        return {"batches": len(self), "batch_size": self.stream.batch_size, "length": self.length}
-
-    def state_dict(self) -> dict:
-        """The index of the next batch of this pass (0 once every batch was handed out),
-        and the cut, to check against the loader that resumes."""
-        return {"batch": self.position if self.position < len(self) else 0, **self._shape()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if {k: state.get(k) for k in self._shape()} != self._shape():
-            raise ConfigError(
-                f"the checkpoint's training batches were {_describe(state)}, these are "
-                f"{_describe(self._shape())}; resume with the StreamBatches the run was "
-                "trained with"
-            )
-        self._resume_at = self.position = state["batch"]
-
-
-def _describe(shape: dict) -> str:
-    return (
-        f"{shape.get('batches')} batches of {shape.get('batch_size')} streams x "
-        f"{shape.get('length')} rows"
-    )
-
-
-def _swap(value):
-    """(T, B, ...) <-> (B, T, ...); other values as they are."""
-    return value.transpose(0, 1) if isinstance(value, torch.Tensor) else value
 
 
 class TruncatedBPTT:
