@@ -13,7 +13,9 @@ file and the cause::
 Temporary names start with a dot and end in ``.tmp`` (before the file's own
 suffix, for writers that pick the format from it): ``.config.json.ab12cd.tmp``,
 ``.curves.png.ab12cd.tmp.png``. Loaders ignore them; :func:`remove_debris` deletes
-those a killed process left behind.
+those a killed process left behind. A temporary file is created afresh (``O_EXCL``),
+never through a symbolic link (``O_NOFOLLOW``, also when it is opened again), with the
+permissions the user's umask gives, as any file the user's programs write.
 
 Prepared token directories (``tbptt prepare``, in the data layer) are written with
 the same functions, so they live here, below every layer that writes files.
@@ -22,8 +24,9 @@ the same functions, so they live here, below every layer that writes files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +40,7 @@ __all__ = [
     "os_error_in",
     "fsync_directory",
     "remove_debris",
+    "NOFOLLOW",
 ]
 
 
@@ -78,28 +82,48 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+# Flags of a temporary file: created here and now (never an existing file), never through a
+# symbolic link; the mode 0o666 is cut by the user's umask, as a plain open() would be.
+_CREATE = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+# Reopening a temporary file by name: never through a link put there meanwhile.
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_temporary(path: Path, suffix: str) -> Path:
+    """A new, empty file beside ``path`` named ``.<name>.<random>.tmp[suffix]``."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, _CREATE, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+
+
 @contextlib.contextmanager
 def replacing(path: str | Path, *, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path in ``path``'s directory; on success it is fsync'ed and renamed to ``path``.
 
     The caller writes the new file to the yielded path (``keep_suffix``: the name
-    ends in ``path``'s suffix, for writers that choose a format from it). On any
-    exception the temporary file is removed and ``path`` is left as it was; an
-    ``OSError`` (also one wrapped in another exception) becomes a ``CheckpointError``.
+    ends in ``path``'s suffix, for writers that choose a format from it); open it with
+    :data:`NOFOLLOW` among the flags. The file is created empty with the permissions the
+    user's umask gives (``0o666 & ~umask``, as a plain ``open()``). On any exception
+    the temporary file is removed and ``path`` is left as it was; an ``OSError`` (also
+    one wrapped in another exception) becomes a ``CheckpointError``.
     """
     path = Path(path)
     suffix = ".tmp" + (path.suffix if keep_suffix else "")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-        os.close(fd)
+        tmp = _create_temporary(path, suffix)
     except OSError as e:
         raise write_error(path, e) from e
-    tmp = Path(name)
     try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a run's files are ordinary outputs
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
+        fd = os.open(tmp, os.O_RDONLY | NOFOLLOW)
         try:
             os.fsync(fd)
         finally:
@@ -123,7 +147,7 @@ def write_atomically(path: str | Path, data: bytes | str) -> Path:
     if isinstance(data, str):
         data = data.encode("utf-8")
     with replacing(path) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | NOFOLLOW)
         try:
             write_all(fd, data)
         finally:

@@ -72,7 +72,12 @@ def test_damaged_preparations_are_one_line_and_exit_2(small_text, tmp_path, caps
     (prepared / "meta.json").unlink()
     _error(capsys, train, "no meta.json")
     assert not (tmp_path / "r").exists()  # refused before the run directory is made
-    _error(capsys, ["prepare", str(small_text), "--out", str(tmp_path)], "not an empty directory")
+    _error(capsys, ["prepare", str(small_text), "--out", str(tmp_path)], "holds the input")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    out = ["prepare", str(small_text), "--out", str(tmp_path / "mine"), "--overwrite"]
+    _error(capsys, out, "not an empty directory", "notes.txt")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow

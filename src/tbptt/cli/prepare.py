@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from tbptt.data import NORMALIZERS, TOKENIZERS
 from tbptt.data.config import DataConfig
-from tbptt.data.prepared import prepare, prepare_series_file
-from tbptt.errors import ConfigError
+from tbptt.data.prepared import OutputExists, prepare, prepare_series_file
+from tbptt.errors import ConfigError, DataError
 
 __all__ = ["prepare_parser", "prepare_command"]
 
@@ -99,7 +99,8 @@ def prepare_parser(sub=None) -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         default=None,
-        help="replace an earlier preparation in DIR",
+        help="replace an earlier preparation in DIR (only the files tbptt prepare wrote there "
+        "are removed; a DIR holding anything else is refused)",
     )
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     p.set_defaults(command=prepare_command)
@@ -145,14 +146,25 @@ class _Bars:
             self.bar.close()
 
 
+def _flagged(error: OutputExists) -> DataError:
+    """The library's refusal in the command line's words (its flag for ``overwrite``)."""
+    return DataError(
+        f"{error.out} already holds a prepared corpus; choose another --out, or pass "
+        "--overwrite to replace it"
+    )
+
+
 def _series(args, config: DataConfig) -> int:
     start = time.perf_counter()
-    meta = prepare_series_file(
-        args.input,
-        args.out,
-        overwrite=bool(args.overwrite),
-        **config.series_options(),
-    )
+    try:
+        meta = prepare_series_file(
+            args.input,
+            args.out,
+            overwrite=bool(args.overwrite),
+            **config.series_options(),
+        )
+    except OutputExists as e:
+        raise _flagged(e) from None
     print(
         f"tbptt prepare: {meta['rows']:,} rows ({meta['train_rows']:,} training / "
         f"{meta['valid_rows']:,} validation pairs, {len(meta['input_columns'])} input(s), "
@@ -184,11 +196,15 @@ def prepare_command(args) -> int:
             overwrite=bool(args.overwrite),
             progress=bars,
         )
+    except OutputExists as e:
+        raise _flagged(e) from None
     finally:
         bars.close()
     seconds = time.perf_counter() - start
     megabytes = meta["source"]["bytes"] / 1e6
     docs = f", {meta['documents']:,} documents" if meta["documents"] else ""
+    if meta["skipped"]:
+        docs += f"; skipped {', '.join(meta['skipped'])} (prepared by tbptt prepare, not documents)"
     print(
         f"tbptt prepare: {megabytes:,.1f} MB -> {meta['tokens']:,} {meta['level']} tokens "
         f"({meta['train_tokens']:,} training / {meta['valid_tokens']:,} validation{docs}), "

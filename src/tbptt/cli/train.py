@@ -26,11 +26,19 @@ from tbptt.cli.common import (
 from tbptt.cli.outputs import closing_line, epoch_metrics, test_line
 from tbptt.cli.resume import check_continues, configure
 from tbptt.data.config import load_dataset
-from tbptt.run import Run
+from tbptt.errors import CheckpointError
+from tbptt.run import Run, check_same_data
 from tbptt.train import RunConfig
 from tbptt.train.build import model_title
 from tbptt.train.checkpoint import RunLock, parse_interval
-from tbptt.train.distributed import Group, check_divisible, environment_group, setup, shutdown
+from tbptt.train.distributed import (
+    Group,
+    RankLost,
+    check_divisible,
+    environment_group,
+    setup,
+    shutdown,
+)
 from tbptt.truncation import parse_strategy
 
 
@@ -131,6 +139,12 @@ def train_command(args) -> int:
             lock.acquire()
         with contextlib.nullcontext() if leader else contextlib.redirect_stdout(io.StringIO()):
             return _train(args, out, lock, group)
+    except RankLost as e:  # another rank died: rank 0 says how to resume, in one line
+        if not leader:
+            return 2
+        raise CheckpointError(
+            f"{e}: torchrun --nproc-per-node {e.world} -m tbptt train --resume {out}"
+        ) from None
     finally:
         lock.release()
         shutdown()
@@ -149,9 +163,9 @@ def _train(args, out: Path, lock: RunLock, group: Group | None) -> int:
     run = _prepare(args, out, lock, group)
     try:
         run.open()
-        _say(run.header())
         if (line := run.resume_line()) is not None:
             _say(line)
+        _say(run.header())
         epochs = run.config.train.epochs
         unit = "tok" if "token" in run.data.unit else "row"
 
@@ -204,6 +218,8 @@ def _prepare(args, out: Path, lock: RunLock, group: Group | None) -> Run:
     if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
         model = model_config_for(data, config.model, given=given_flags(args))
         config = dataclasses.replace(config, model=model)
+    if found is not None:  # the data first (a vocabulary says more than its size)
+        check_same_data(found, data)
     if found is not None and not args.resume:  # --out DIR: the flags must describe that run
         check_continues(config, found, resume=False, out=out)
     torch.manual_seed(config.train.seed)

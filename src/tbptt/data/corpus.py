@@ -43,6 +43,7 @@ __all__ = [
     "is_time_machine",
     "strip_gutenberg",
     "SPLIT_FILES",
+    "absent",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,12 +247,31 @@ def _decode_marked(path: Path, raw: bytes) -> str | None:
     return None
 
 
+def absent(path: str | Path) -> str:
+    """Why ``path``, which ``Path.exists()`` calls absent, cannot be read: ``"does not
+    exist"``, or what is wrong with the symbolic link in its place (a loop, a missing target)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link that leads back to itself (a loop)"
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"is a symbolic link to {target}, which does not exist"
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return f"cannot be read ({e.strerror})"
+    return "does not exist"
+
+
 def read_text(path: str | Path) -> str:
     """Read a text file (UTF-8, or the encoding its byte-order mark names), refusing missing,
     empty and binary files with a clear message. Line ends are kept as they are."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataError(f"data file {path} does not exist; pass an existing UTF-8 text file")
+        raise DataError(f"data file {path} {absent(path)}; pass an existing UTF-8 text file")
     if path.is_dir():
         raise DataError(f"{path} is a directory; pass a UTF-8 text file")
     try:

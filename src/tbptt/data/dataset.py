@@ -445,10 +445,14 @@ def prepare_text(
     indexer = TokenIndexer(level, eos=eos)
     n = indexer.add(_lines_closed(normalize(text, normalization, keep_lines=eos), eos))
     if n < 2:
+        letters = normalization == "letters"
+        advice = (
+            "try the normalization 'none', or a longer file" if letters else "pass a longer text"
+        )
         raise DataError(
-            f"the text has {n} {level} token(s) after normalization "
-            f"{normalization!r}; it needs many more (try the normalization 'none', or a longer file)",
-            options=("data.normalize", "data.path"),
+            f"the text has {n} {level} token(s) after normalization {normalization!r}; "
+            f"it needs many more ({advice})",
+            options=("data.normalize", "data.path") if letters else ("data.path",),
         )
     if not 0.0 <= valid_fraction < 1.0:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_fraction}")

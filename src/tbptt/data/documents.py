@@ -21,20 +21,47 @@ boundaries, wherever they fall inside the window, and no gradient crosses them.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tbptt.data.corpus import read_text
+from tbptt.data.corpus import absent, read_text
 from tbptt.data.dataset import TextData
 from tbptt.data.streams import StreamData, split_stream
 from tbptt.data.tokenize import TokenIndexer, Vocab, compact_dtype, normalize
 from tbptt.errors import DataError
 
-__all__ = ["DOC", "DocumentData", "read_documents", "prepare_documents"]
+__all__ = ["DOC", "DocumentData", "document_files", "read_documents", "prepare_documents"]
+
+log = logging.getLogger(__name__)
 
 DOC = "<doc>"
+
+
+def document_files(path: Path) -> tuple[list[Path], list[str]]:
+    """The documents of the directory ``path``: every non-hidden file under it, in sorted
+    path order (links to directories are not entered), and the subdirectories skipped
+    because ``tbptt prepare`` wrote them (a preparation beside its documents is not one:
+    its ``starts.bin`` is no text), as paths relative to ``path``."""
+    from tbptt.data.prepared.format import is_prepared  # the prepared layer builds on this one
+
+    files, skipped = [], []
+    for top, dirs, names in os.walk(path):
+        here = Path(top)
+        kept = []
+        for d in sorted(dirs):
+            if d.startswith(".") or (here / d).is_symlink():
+                continue  # hidden, or a link: not entered (as rglob does not)
+            if is_prepared(here / d):
+                skipped.append((here / d).relative_to(path).as_posix())
+            else:
+                kept.append(d)
+        dirs[:] = kept
+        files += [here / n for n in names if not n.startswith(".") and (here / n).is_file()]
+    return sorted(files), sorted(skipped)
 
 
 def read_documents(path: str | Path, *, separator: str | None = None) -> list[str]:
@@ -51,11 +78,13 @@ def read_documents(path: str | Path, *, separator: str | None = None) -> list[st
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        files, skipped = document_files(path)
+        if skipped:
+            log.warning(
+                "skipping %s under %s: prepared by tbptt prepare, not documents",
+                ", ".join(skipped),
+                path,
+            )
         documents = []
         for f in files:
             if not f.read_bytes().strip():
@@ -67,7 +96,7 @@ def read_documents(path: str | Path, *, separator: str | None = None) -> list[st
             )
         return documents
     if not path.exists():
-        raise DataError(f"documents path {path} does not exist; pass a directory or a text file")
+        raise DataError(f"documents path {path} {absent(path)}; pass a directory or a text file")
     if not separator:
         raise DataError(
             f"{path} is a single file: give the separator that ends each document "
@@ -158,4 +187,6 @@ def prepare_documents(
         valid_starts=valid_starts,
         documents=len(first),
         eos=eos,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
     )

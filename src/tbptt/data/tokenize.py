@@ -33,6 +33,7 @@ __all__ = [
     "TokenIndexer",
     "UNK",
     "EOS",
+    "vocab_difference",
 ]
 
 TOKENIZERS = ("char", "word")
@@ -164,6 +165,38 @@ class Vocab:
 
     def decode(self, indices: Iterable[int], sep: str = "") -> str:
         return sep.join(self.itos[int(i)] for i in indices)
+
+
+def _few(tokens: list[str], shown: int = 3) -> str:
+    listed = ", ".join(repr(t) for t in tokens[:shown])
+    return listed + (f" and {len(tokens) - shown} more" if len(tokens) > shown else "")
+
+
+def vocab_difference(
+    there: Sequence[str], here: Sequence[str], *, names: tuple[str, str] = ("there", "here")
+) -> str:
+    """What differs between two vocabularies (id order), in a few words for a message: the
+    tokens only one of them holds, or else the first id they give different tokens.
+    ``names``: how the message calls the two.
+
+    >>> vocab_difference(["<unk>", "a", "b"], ["<unk>", "b", "a"])
+    "the same 3 tokens in another order (id 1 is 'a' there, 'b' here)"
+    """
+    there, here = list(there), list(here)
+    in_there, in_here = set(there), set(here)
+    only_there = [t for t in there if t not in in_here]
+    only_here = [t for t in here if t not in in_there]
+    parts = [f"{_few(only_there)} only {names[0]}"] if only_there else []
+    parts += [f"{_few(only_here)} only {names[1]}"] if only_here else []
+    if parts:
+        return "; ".join(parts)
+    first = next((i for i, (a, b) in enumerate(zip(there, here)) if a != b), None)
+    if first is None:
+        return "none"
+    return (
+        f"the same {len(there)} tokens in another order (id {first} is {there[first]!r} "
+        f"{names[0]}, {here[first]!r} {names[1]})"
+    )
 
 
 def _ranked(counts: dict[str, int], min_freq: int, max_size: int) -> list[str]:

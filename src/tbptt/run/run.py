@@ -41,6 +41,7 @@ from tqdm import tqdm
 from tbptt.atomic import remove_debris
 from tbptt.data.dataset import Dataset
 from tbptt.data.kinds import applied_options
+from tbptt.data.tokenize import vocab_difference
 from tbptt.errors import CheckpointError, TbpttError
 from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
 from tbptt.run.outputs import ran_on, write_outputs
@@ -482,7 +483,7 @@ def check_same_data(found: tuple[Path, dict], data: Dataset, identity: str | Non
     vocab, mine = payload.get("vocab"), data.vocabulary()
     if vocab is not None and mine is not None and list(vocab) != mine:
         raise CheckpointError(
-            f"the checkpoint {path} has another vocabulary ({_vocab_difference(vocab, mine)}); "
+            f"the checkpoint {path} has another vocabulary ({vocab_difference(vocab, mine)}); "
             "continue it on the same data, tokens and normalization, or use another directory",
             options=("data.path", "data.tokens", "data.normalize"),
         )
@@ -496,14 +497,6 @@ def check_same_data(found: tuple[Path, dict], data: Dataset, identity: str | Non
             "continue it on the same data (or its preparation), or use another directory",
             options=("data.path",),
         )
-
-
-def _vocab_difference(saved: list[str], mine: list[str]) -> str:
-    """What differs between two vocabularies, in a few words."""
-    if len(saved) != len(mine):
-        return f"{len(saved)} tokens there, {len(mine)} here"
-    i = next(i for i, (a, b) in enumerate(zip(saved, mine)) if a != b)
-    return f"both {len(mine)} tokens, but id {i} is {saved[i]!r} there and {mine[i]!r} here"
 
 
 def restore_metrics(path: Path, payload: dict) -> None:

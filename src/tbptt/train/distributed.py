@@ -36,13 +36,24 @@ model on the B parallel streams of a run, each on its own B / W of them::
 
 gloo serves CPU ranks and NCCL CUDA ranks (one GPU per rank, ``cuda:LOCAL_RANK``);
 the code path is the same.
+
+- **A lost rank** (killed, crashed, its connection cut) breaks the collective its partners
+  wait in; they raise :class:`RankLost`, one line naming the lost rank (found among the
+  processes every rank registered at :func:`setup`) and saying that the run resumes from
+  its last checkpoint on the same number of processes, never the backend's traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import logging
 import os
-from dataclasses import dataclass
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -51,13 +62,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from tbptt.data.streams import Batch
-from tbptt.errors import CheckpointError, ConfigError
+from tbptt.errors import CheckpointError, ConfigError, TbpttError
 from tbptt.train.engine import run_window
 from tbptt.train.evaluate import evaluate
 from tbptt.train.trainer import Trainer
 
 __all__ = [
     "Group",
+    "RankLost",
     "environment_group",
     "setup",
     "shutdown",
@@ -69,9 +81,57 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # The trainer-state keys each rank holds for itself (the rest are the same on every rank).
 RANK_KEYS = ("hidden", "context", "position", "generator", "rng", "strategy")
+
+# What gloo and NCCL say when a partner's process or connection is gone.
+_PEER_GONE = re.compile(
+    r"connection (?:reset|closed|refused)|broken pipe|(?:read|write) error|socket timeout|"
+    r"timed out|communicator (?:was )?aborted|remote process",
+    re.IGNORECASE,
+)
+
+
+class RankLost(TbpttError):
+    """A rank of the job stopped (killed, crashed, or its connection cut) while this one
+    waited on it in a collective: every rank stops. ``lost``: its rank (None: not known),
+    ``world``: the job's number of processes, to resume with."""
+
+    def __init__(self, lost: int | None, world: int):
+        who = f"rank {lost}" if lost is not None else "a rank"
+        super().__init__(
+            f"{who} of the {world} processes was lost (its process ended or its connection "
+            "broke), so the run stopped; its last checkpoint is intact: resume the run from "
+            f"it on {world} processes"
+        )
+        self.lost, self.world = lost, world
+
+
+def _peer_gone(error: BaseException) -> bool:
+    """Whether ``error``, raised by a collective, says that a partner is gone."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(error, RuntimeError) and bool(_PEER_GONE.search(str(error)))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` on this machine is running (a zombie is not)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        state = stat.read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    return state not in ("Z", "X")
 
 
 @dataclass(frozen=True)
@@ -82,30 +142,60 @@ class Group:
     rank: int
     world: int
     local_rank: int = 0
+    # (host, process id) of every rank, by rank, registered at setup: who a lost rank is
+    peers: tuple[tuple[str, int], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def leader(self) -> bool:
         """True on rank 0, the rank that writes the run directory."""
         return self.rank == 0
 
+    def lost_rank(self) -> int | None:
+        """The rank whose process is gone, as seen from this one (None: not known). Of two
+        ranks it is the other; of more, the one registered on this machine whose process
+        has ended."""
+        if self.world == 2:
+            return 1 - self.rank
+        host = socket.gethostname()
+        gone = [
+            r
+            for r, (where, pid) in enumerate(self.peers)
+            if r != self.rank and where == host and not _alive(pid)
+        ]
+        return gone[0] if len(gone) == 1 else None
+
+    @contextlib.contextmanager
+    def collective(self) -> Iterator[None]:
+        """Turn a partner's loss inside the block into :class:`RankLost`; other errors pass."""
+        try:
+            yield
+        except (RuntimeError, OSError) as e:
+            if not _peer_gone(e):
+                raise
+            log.debug("a collective failed: %s", e)  # the backend's words, for a bug report
+            raise RankLost(self.lost_rank(), self.world) from None
+
     # -- collectives every rank calls at the same point --------------------------------
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks (float64; the same result on every rank)."""
         t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t)
+        with self.collective():
+            dist.all_reduce(t)
         return t.tolist()
 
     def max(self, values: list[float]) -> list[float]:
         """Element-wise maximum over ranks (the same result on every rank)."""
         t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        with self.collective():
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
 
     def gather(self, obj: T) -> list[T]:
         """Every rank's ``obj``, in rank order, on every rank (pickled; for small objects)."""
         out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
+        with self.collective():
+            dist.all_gather_object(out, obj)
         return out
 
 
@@ -150,13 +240,15 @@ def setup(device: str = "cpu", *, timeout_s: float = 1800.0) -> Group | None:
     dist.init_process_group(
         backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
     )
-    return group
+    peers = group.gather((socket.gethostname(), os.getpid()))  # who is who, if one is lost
+    return replace(group, peers=tuple((str(host), int(pid)) for host, pid in peers))
 
 
 def shutdown() -> None:
-    """Leave the process group (where one was joined)."""
+    """Leave the process group (where one was joined); after a lost rank, quietly."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        with contextlib.suppress(RuntimeError):
+            dist.destroy_process_group()
 
 
 def check_divisible(batch_size: int, world: int) -> None:
@@ -294,9 +386,10 @@ class DistributedTrainer(Trainer):
         # An adaptive softmax's tail clusters take part only in windows whose targets fall
         # in them (on some ranks, not others): DDP must then look for unused parameters.
         sparse = any(isinstance(m, nn.AdaptiveLogSoftmaxWithLoss) for m in self.model.modules())
-        self.ddp = DistributedDataParallel(
-            _Window(self.model), device_ids=device_ids, find_unused_parameters=sparse
-        )
+        with group.collective():  # it broadcasts rank 0's weights
+            self.ddp = DistributedDataParallel(
+                _Window(self.model), device_ids=device_ids, find_unused_parameters=sparse
+            )
         self._sync_by_hand = False
 
     def _run_window(self, inputs, targets, state, window, *, resets, mask, context):
@@ -308,15 +401,18 @@ class DistributedTrainer(Trainer):
                 inputs, targets, state, window, resets, mask, context, self.objective
             )
         self._sync_by_hand = False
-        return self.ddp(inputs, targets, state, window, resets, mask, context, self.objective)
+        with self.group.collective():
+            return self.ddp(inputs, targets, state, window, resets, mask, context, self.objective)
 
     def _backward(self, loss: torch.Tensor) -> None:
-        super()._backward(loss)
+        with self.group.collective():  # DDP averages the gradients inside backward
+            super()._backward(loss)
         if self._sync_by_hand:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             if grads:
                 flat = torch.cat([g.reshape(-1) for g in grads])
-                dist.all_reduce(flat)
+                with self.group.collective():
+                    dist.all_reduce(flat)
                 flat /= self.group.world
                 offset = 0
                 for g in grads:

@@ -27,7 +27,14 @@ from tbptt.data.streams import Batch, StreamData, as_stream_data, ids
 from tbptt.train.objectives import LanguageModel, Objective
 from tbptt.tree import State
 
-__all__ = ["evaluation_batch", "evaluate", "score", "predict", "unigram_perplexity"]
+__all__ = [
+    "evaluation_batch",
+    "validation_batch",
+    "evaluate",
+    "score",
+    "predict",
+    "unigram_perplexity",
+]
 
 
 def _columns(rows: torch.Tensor, batch_size: int, fill) -> torch.Tensor:
@@ -147,3 +154,12 @@ def predict(
     batch = evaluation_batch(split, batch_size)
     outputs = torch.cat([out for _, out in _outputs(model, batch, window)])  # (R, B, O)
     return outputs.transpose(0, 1).reshape(-1, outputs.shape[-1])[: len(split)]  # (N, O)
+
+
+def validation_batch(train, valid, batch_size: int, device) -> Batch | None:
+    """The whole validation split laid out once (None: nothing to score); a next-token
+    split's first token is predicted from the last training token."""
+    if not (valid.pairs > 0 or (valid.next_token and len(valid) > 0)):
+        return None
+    context = train.inputs[-1].cpu() if train.next_token else None
+    return evaluation_batch(valid, batch_size, context=context).to(device)

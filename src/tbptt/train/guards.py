@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tbptt.errors import ConfigError, NonFiniteError
+from tbptt.errors import ConfigError, DataError, NonFiniteError
 from tbptt.tree import State, state_tensors
 from tbptt.truncation import Strategy
 
@@ -98,6 +98,19 @@ def check_carried(state: State, context, strategy: Strategy, want: tuple, batch_
     if context is not None:  # TBPTT(k1, k2): the rows the window runs again
         check_context_batch(context.inputs, batch_size)
         check_state_shapes(context.state, want, batch_size, what="lookback context's state")
+
+
+def check_window_fits(stream, strategy: Strategy, rows: int) -> int:
+    """The strategy's reference window length on ``stream``; refused when not one window
+    fits its steps (an epoch of no window would train nothing)."""
+    need = strategy.reference_length(stream.steps)
+    if stream.steps < max(1, need):
+        raise DataError(
+            f"the training split has {rows} rows: {stream.batch_size} streams of "
+            f"{stream.steps} steps, shorter than one {strategy.spec} window of {need} "
+            "steps; use more data, a smaller batch size or a shorter window"
+        )
+    return need
 
 
 def check_in_order(strategy: Strategy, sampling: str, needs_order: bool) -> None:

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tbptt.atomic import write_all, write_error
+from tbptt.atomic import NOFOLLOW, write_all, write_error
 
 __all__ = ["MetricsWriter", "read_metrics", "file_sha256"]
 
@@ -71,8 +71,8 @@ class MetricsWriter:
         try:
             if append and self.path.is_file():
                 self.size, self._digest = file_sha256(self.path)
-            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-            self._fd = os.open(self.path, flags, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+            self._fd = os.open(self.path, flags, 0o666)  # the umask decides
         except OSError as e:
             raise write_error(self.path, e) from e
 

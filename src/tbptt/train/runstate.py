@@ -54,6 +54,16 @@ class RunState:
         }
     )
 
+    def _zero_counters(self) -> None:
+        self.epoch = 0  # completed epochs
+        self.step = 0  # optimizer steps taken
+        self.skipped = 0  # steps dropped for non-finite values, over the whole run
+        self._epoch_skipped = 0  # ... in the epoch under way
+        self._epoch_loss = 0.0  # summed row losses of the epoch's trained steps
+        self._epoch_counted = 0  # rows whose loss counted
+        self._epoch_tokens = 0  # rows read
+        self._epoch_seconds = 0.0
+
     def _tally(self, record: dict, seconds: float) -> None:
         """Add a step's record (and its wall-clock seconds) to the epoch's partial sums."""
         self._epoch_seconds += seconds

@@ -30,16 +30,17 @@ import torch
 from torch import nn
 
 from tbptt.data.streams import RandomStream, SequentialStream, StreamData, as_stream_data
-from tbptt.errors import ConfigError, DataError, NonFiniteError
+from tbptt.errors import ConfigError, NonFiniteError
 from tbptt.train.adaptive import adapt
 from tbptt.train.budget import check_full_memory
 from tbptt.train.config import TrainConfig, build_optimizer, scheduled_lr
 from tbptt.train.engine import Context, run_window
-from tbptt.train.evaluate import evaluate, evaluation_batch
+from tbptt.train.evaluate import evaluate, validation_batch
 from tbptt.train.guards import (
     check_carried,
     check_finite_weights,
     check_in_order,
+    check_window_fits,
     freed_graph_error,
     state_signature,
 )
@@ -120,15 +121,7 @@ class Trainer(RunState):
             self.stream = RandomStream(split, config.batch_size, self.generator)
         else:
             self.stream = SequentialStream(split, config.batch_size)
-        need = self.strategy.reference_length(self.stream.steps)
-        if self.stream.steps < max(1, need):  # an epoch of no window would train nothing
-            have = len(split)
-            raise DataError(
-                f"the training split has {have} rows: {config.batch_size} streams of "
-                f"{self.stream.steps} steps, shorter than one {self.strategy.spec} window of {need} "
-                f"steps; use more data, a smaller batch size or a shorter window"
-            )
-        self.reference_length = need
+        self.reference_length = check_window_fits(self.stream, self.strategy, len(split))
         # A full-sequence window whose graph cannot fit is refused before the first step.
         check_full_memory(self.model, self.strategy, self.stream, objective=self.objective)
         self.optimizer = build_optimizer(config, self.model.parameters())
@@ -143,25 +136,12 @@ class Trainer(RunState):
             else None
         )
         self.metrics = metrics or MetricsWriter(None)
-        # The whole validation split, laid out once; a next-token split's first token is
-        # predicted from the last training token.
-        self.valid_batch = None
-        if valid.pairs > 0 or (valid.next_token and len(valid) > 0):
-            context = split.inputs[-1].cpu() if split.next_token else None
-            batch = evaluation_batch(valid, config.eval_batch_size, context=context)
-            self.valid_batch = batch.to(self.device)
+        self.valid_batch = validation_batch(split, valid, config.eval_batch_size, self.device)
         self.state: State | None = None
         self._state_shapes: dict[int, tuple] = {}  # batch size -> a fresh state's signature
         # Lookback strategies (TBPTT(k1, k2)): the trailing rows the next window runs again.
         self.context: Context | None = None
-        self.epoch = 0  # completed epochs
-        self.step = 0  # optimizer steps taken
-        self.skipped = 0  # steps dropped for non-finite values, over the whole run
-        self._epoch_skipped = 0  # ... in the epoch under way
-        self._epoch_loss = 0.0  # summed row losses of the epoch's trained steps
-        self._epoch_counted = 0  # rows whose loss counted
-        self._epoch_tokens = 0  # rows read
-        self._epoch_seconds = 0.0
+        self._zero_counters()  # epoch, step, skipped and the epoch's sums (RunState)
 
     # -- one step ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from tbptt.data.dataset import TextData, unigram_perplexity_from_counts
 from tbptt.data.prepared.format import STARTS, TOKENS, read_meta, verify
 from tbptt.data.series import SeriesData
 from tbptt.data.streams import StreamData
-from tbptt.data.tokenize import Vocab
+from tbptt.data.tokenize import Vocab, vocab_difference
 from tbptt.errors import DataError
 
 __all__ = ["PreparedText", "load_prepared"]
@@ -88,10 +88,10 @@ class PreparedText(TextData):
         disk: re-indexing would copy the whole corpus into memory)."""
         if list(itos) == self.vocab.itos:
             return self
+        differ = vocab_difference(itos, self.vocab.itos, names=("in the run", "in the corpus"))
         raise DataError(
-            f"the prepared corpus {self.path} has another vocabulary ({len(self.vocab)} tokens "
-            f"there, {len(itos)} in the run); use the run's own preparation, or a text file "
-            "(read with the run's vocabulary)"
+            f"the prepared corpus {self.path} has another vocabulary than the run ({differ}); "
+            "use the run's own preparation, or a text file (read with the run's vocabulary)"
         )
 
     def describe(self) -> dict:

@@ -16,20 +16,33 @@ memory once, when it is prepared; training then reads the rows from the maps.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tbptt.data.prepared.format import FORMAT, META, STARTS, VERSION
-from tbptt.data.prepared.write import _check_target, _Writer, write_prepared
+from tbptt.data.prepared.directory import Writer, check_target, write_prepared
+from tbptt.data.prepared.format import (
+    FORMAT,
+    INPUTS,
+    STARTS,
+    TARGETS,
+    VERSION,
+    file_problems,
+)
 from tbptt.data.series import SeriesData, Standardizer, prepare_series
 from tbptt.data.streams import StreamData
 from tbptt.errors import DataError
 
-__all__ = ["INPUTS", "TARGETS", "prepare_series_file", "load_series"]
-
-INPUTS, TARGETS = "inputs.bin", "targets.bin"
+__all__ = [
+    "INPUTS",
+    "TARGETS",
+    "prepare_series_file",
+    "load_series",
+    "series_files",
+    "series_problems",
+]
 
 
 def prepare_series_file(
@@ -43,19 +56,19 @@ def prepare_series_file(
             be written.
     """
     out = Path(out).expanduser()
-    _check_target(out, overwrite)
+    check_target(out, overwrite, Path(path))
     data = prepare_series(path, **options)
     n_train, n_valid = len(data.train), len(data.valid)
 
     def fill(tmp: Path) -> dict:
         files = {}
         for name, key in ((INPUTS, "inputs"), (TARGETS, "targets")):
-            writer = _Writer(tmp / name)
+            writer = Writer(tmp / name)
             for split in (data.train, data.valid):
                 writer.write(getattr(split, key).numpy().astype(np.float32))  # (N, F) / (N, D)
             files[name] = writer.close()
         if data.train.starts is not None:
-            writer = _Writer(tmp / STARTS)
+            writer = Writer(tmp / STARTS)
             for split in (data.train, data.valid):
                 writer.write(split.starts.numpy())
             files[STARTS] = writer.close()
@@ -82,32 +95,91 @@ def prepare_series_file(
             "files": files,
         }
 
-    return write_prepared(out, overwrite, fill)
+    return write_prepared(out, overwrite, fill, Path(path))
 
 
-def _check_series_meta(path: Path, meta: dict) -> None:
-    again = "prepare it again with tbptt prepare"
-    try:
-        n, n_train, n_valid = meta["rows"], meta["train_rows"], meta["valid_rows"]
-        width = {INPUTS: len(meta["input_columns"]), TARGETS: len(meta["target_columns"])}
-        Standardizer.from_dict(meta["inputs_scaler"])
-        Standardizer.from_dict(meta["targets_scaler"])
-        ok = n == n_train + n_valid and n_train >= 2 and len(meta["valid_index"]) == n_valid
-    except (KeyError, TypeError, DataError):
-        ok = False
-    if not ok:
-        raise DataError(f"{path / META} lacks or contradicts the series fields; {again}")
-    names = [INPUTS, TARGETS] + ([STARTS] if STARTS in meta["files"] else [])
-    for name in names:
-        file = path / name
-        if not file.is_file():
-            raise DataError(f"{file} is missing; {again}")
-        expected = n * (4 * width[name] if name != STARTS else 1)
-        if (have := file.stat().st_size) != expected:
-            raise DataError(
-                f"{file} has {have:,} bytes, expected {expected:,} ({n:,} rows): it is "
-                f"truncated or from another preparation; {again}"
+def _numbers(value, length: int) -> bool:
+    """Whether ``value`` is a list of ``length`` finite numbers."""
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+    )
+
+
+def _rows(value, rows: int, width: int) -> bool:
+    """Whether ``value`` is ``rows`` lists of ``width`` finite numbers: a (rows, width) table."""
+    return isinstance(value, list) and len(value) == rows and all(_numbers(r, width) for r in value)
+
+
+def _names(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def series_files(meta: dict) -> dict[str, int]:
+    """The data files of a checked series ``meta``, with their sizes in bytes."""
+    n = meta["rows"]
+    files = {
+        INPUTS: n * 4 * len(meta["input_columns"]),
+        TARGETS: n * 4 * len(meta["target_columns"]),
+    }
+    if STARTS in meta["files"]:
+        files[STARTS] = n
+    return files
+
+
+def series_problems(meta: dict) -> list[str]:
+    """What is wrong with the ``meta.json`` of a series preparation (empty: sound): every
+    field of the schema, the sizes of the validation report's tables included."""
+    counts = ("rows", "train_rows", "valid_rows", "horizon", "series")
+    wrong = [k for k in counts if not isinstance(meta.get(k), int) or isinstance(meta[k], bool)]
+    wrong += [k for k in ("input_columns", "target_columns") if not _names(meta.get(k))]
+    wrong += [k for k in ("options", "source", "files") if not isinstance(meta.get(k), dict)]
+    wrong += [k for k in ("valid_index",) if not isinstance(meta.get(k), list)]
+    if meta.get("dtype") != "float32":
+        wrong.append("dtype")
+    if wrong:
+        return [f"lacks or mangles {', '.join(wrong)}"]
+    problems = []
+    n, n_train, n_valid = meta["rows"], meta["train_rows"], meta["valid_rows"]
+    f, d = len(meta["input_columns"]), len(meta["target_columns"])
+    if n != n_train + n_valid or n_train < 2 or n_valid < 0:
+        problems.append(
+            f"splits {n:,} rows into {n_train:,} training and {n_valid:,} validation ones"
+        )
+    if meta["horizon"] < 1 or meta["series"] < 1:
+        problems.append("has a horizon or a number of series below 1")
+    for key, width in (("inputs_scaler", f), ("targets_scaler", d)):
+        try:
+            scaler = Standardizer.from_dict(meta.get(key))
+        except (DataError, TypeError):
+            problems.append(f"lacks or mangles {key}")
+            continue
+        if len(scaler.mean) != width:
+            problems.append(f"has a {key} for {len(scaler.mean)} columns, expected {width}")
+    if problems:
+        return problems
+    if len(meta["valid_index"]) != n_valid or not all(
+        isinstance(v, (str, int)) and not isinstance(v, bool) for v in meta["valid_index"]
+    ):
+        problems.append(f"has {len(meta['valid_index']):,} validation labels, expected {n_valid:,}")
+    for key in ("valid_persistence", "valid_actual"):
+        if not _rows(meta.get(key), n_valid, d):
+            problems.append(
+                f"has a {key} that is not {n_valid:,} rows of {d} number(s) (shortened or damaged)"
             )
+    if not _numbers(meta.get("train_target_mean"), d):
+        problems.append(f"has a train_target_mean that is not {d} number(s)")
+    if (STARTS in meta["files"]) != (meta["series"] > 1):  # where each series' state resets
+        problems.append(
+            f"has {meta['series']} series but {'a' if STARTS in meta['files'] else 'no'} {STARTS}"
+        )
+    if not problems:
+        problems += file_problems(meta["files"], series_files(meta))
+    return problems
 
 
 def _map(file: Path, dtype, shape: tuple[int, ...]) -> torch.Tensor:
@@ -117,8 +189,8 @@ def _map(file: Path, dtype, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def load_series(path: Path, meta: dict) -> SeriesData:
-    """The :class:`~tbptt.data.series.SeriesData` of a series preparation (checked, verified)."""
-    _check_series_meta(path, meta)
+    """The :class:`~tbptt.data.series.SeriesData` of a series preparation (``meta`` from
+    :func:`~tbptt.data.prepared.format.read_meta`: checked, its files' sizes too)."""
     n, n_train = meta["rows"], meta["train_rows"]
     f, d = len(meta["input_columns"]), len(meta["target_columns"])
     inputs = _map(path / INPUTS, np.float32, (n, f))  # (N, F)

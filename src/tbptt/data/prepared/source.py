@@ -17,6 +17,7 @@ the in-memory functions.
 from __future__ import annotations
 
 import codecs
+import logging
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,10 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tbptt.data.corpus import absent
+from tbptt.data.documents import document_files
+from tbptt.data.prepared.format import is_prepared
 from tbptt.data.tokenize import TOKENIZERS, normalize, tokenize
 from tbptt.errors import DataError
 
 __all__ = ["BLOCK", "DOC_POINT", "Cursor", "Item", "TextSource"]
+
+log = logging.getLogger(__name__)
 
 BLOCK = 1 << 23  # bytes read at a time: bounds the temporary memory of one block
 DOC_POINT = 0x110000  # character level: the code point standing for <doc> (above Unicode)
@@ -108,6 +114,7 @@ class TextSource:
         self.eos = eos and level == "word"
         self.documents = documents
         self.block = block
+        self.skipped: list[str] = []  # documents: prepared subdirectories, not read
         self.files = self._files()
         self.sizes = [f.stat().st_size for f in self.files]
         # documents: whether each file is one (it has content after normalization)
@@ -127,7 +134,7 @@ class TextSource:
     def _files(self) -> list[Path]:
         path = self.path
         if not path.exists():
-            raise DataError(f"data path {path} does not exist; pass a text file or a directory")
+            raise DataError(f"data path {path} {absent(path)}; pass a text file or a directory")
         if not self.documents:
             if path.is_dir():
                 raise DataError(
@@ -138,11 +145,15 @@ class TextSource:
             raise DataError(
                 f"documents are read from a directory (one file per document); {path} is a file"
             )
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        if is_prepared(path):
+            raise DataError(
+                f"{path} was written by tbptt prepare: it is a preparation, not documents; "
+                "train on it as it is, or prepare the directory of documents it came from"
+            )
+        files, self.skipped = document_files(path)
+        if self.skipped:
+            log.info("skipping %s under %s: prepared, not documents", self.skipped, path)
+        return files
 
     # -- decoding ----------------------------------------------------------------------
 

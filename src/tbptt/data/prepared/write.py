@@ -12,33 +12,21 @@ so memory is bounded by one block and the vocabulary, whatever the size of the i
    a ``starts.bin`` of one byte per token, 1 where a document starts), hashing as it goes.
 
 Everything is written into a temporary directory beside the target and renamed into
-place at the end, so the target holds a complete preparation or none.
+place at the end, so the target holds a complete preparation or none; what ``prepare``
+may replace or remove there is :mod:`tbptt.data.prepared.directory`'s to decide.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import secrets
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tbptt.atomic import fsync_directory, os_error_in, write_error
 from tbptt.data.documents import DOC
-from tbptt.data.prepared.format import (
-    FORMAT,
-    META,
-    STARTS,
-    TOKENS,
-    VERSION,
-    file_dtype,
-    is_prepared,
-)
+from tbptt.data.prepared.directory import Writer, check_target, write_prepared
+from tbptt.data.prepared.format import FORMAT, STARTS, TOKENS, VERSION, file_dtype, vocab_sha256
 from tbptt.data.prepared.source import BLOCK, TextSource
 from tbptt.data.tokenize import Vocab
 from tbptt.errors import DataError
@@ -112,28 +100,6 @@ def _as_dict(counts, documents: int, level: str) -> dict[str, int]:
     return out
 
 
-class _Writer:
-    """Appends arrays to a file and hashes what it writes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = open(path, "wb")  # noqa: SIM115 (closed by close())
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def write(self, array: np.ndarray) -> None:
-        data = array.tobytes()
-        self.file.write(data)
-        self.sha256.update(data)
-        self.bytes += len(data)
-
-    def close(self) -> dict:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        return {"bytes": self.bytes, "sha256": self.sha256.hexdigest()}
-
-
 class _Ids(dict):
     """token -> id, 0 (``<unk>``) for a token not in the vocabulary."""
 
@@ -150,8 +116,8 @@ def _write_ids(source: TextSource, vocab: Vocab, tmp: Path, dtype, progress: Pro
         lookup = np.zeros(max(max(points, default=0) + 1, 256), dtype=dtype)
         for p in points:
             lookup[p] = stoi[chr(p)]
-    tokens = _Writer(tmp / TOKENS)
-    starts = _Writer(tmp / STARTS) if source.documents else None
+    tokens = Writer(tmp / TOKENS)
+    starts = Writer(tmp / STARTS) if source.documents else None
     try:
         for item in source.items():
             if source.level == "char":
@@ -189,66 +155,6 @@ def _id_counts(counts: dict[str, int], vocab: Vocab) -> list[int]:
     return out
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` that exists, unless it is an empty directory or (``overwrite``) an
-    earlier preparation."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if is_prepared(out):
-        if not overwrite:
-            raise DataError(
-                f"{out} already holds a prepared corpus; choose another output directory, "
-                "or let prepare replace it (overwrite)",
-                options=("prepare.overwrite",),
-            )
-        return
-    raise DataError(f"{out} exists and is not an empty directory; choose another output directory")
-
-
-def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished ``tmp`` directory to ``out`` (an old preparation there, with
-    ``overwrite``, is moved aside first and deleted after)."""
-    _check_target(out, overwrite)  # again: another process may have written there meanwhile
-    old = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.{secrets.token_hex(4)}.old")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    fsync_directory(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def write_prepared(out: Path, overwrite: bool, fill: Callable[[Path], dict]) -> dict:
-    """Write a prepared directory atomically: ``fill(tmp)`` writes the data files into a
-    fresh temporary directory beside ``out`` and returns the metadata, which is written
-    last; the directory then replaces ``out``. Nothing is left behind on failure."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-        tmp.mkdir()
-    except OSError as e:
-        raise write_error(out, e) from e
-    try:
-        meta = fill(tmp)
-        with open(tmp / META, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_directory(tmp)
-        _install(tmp, out, overwrite)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if (cause := os_error_in(e)) is not None and not isinstance(e, DataError):
-            raise write_error(out, cause) from e
-        raise
-    return meta
-
-
 def prepare(
     source: str | Path,
     out: str | Path,
@@ -282,13 +188,20 @@ def prepare(
         source, level=level, normalization=normalization, eos=eos, documents=documents, block=block
     )
     out = Path(out).expanduser()
-    _check_target(out, overwrite)  # before any work
+    check_target(out, overwrite, Path(source))  # before any work
     counts, n, docs, index = _count(text, progress)
     if n < 2:
+        if normalization == "letters":
+            advice, options = (
+                "try the normalization 'none', or a longer file",
+                ("data.normalize", "data.path"),
+            )
+        else:
+            advice, options = "pass a longer file", ("data.path",)
         raise DataError(
             f"{source} has {n} {level} token(s) after normalization {normalization!r}; "
-            "it needs many more (try the normalization 'none', or a longer file)",
-            options=("data.normalize", "data.path"),
+            f"it needs many more ({advice})",
+            options=options,
         )
     n_valid = int(round(n * valid_fraction))
     n_train = n - n_valid
@@ -328,9 +241,11 @@ def prepare(
             "documents": docs,
             "source": {"path": str(Path(source).expanduser().resolve()), "bytes": text.total_bytes},
             "files": files,
+            "skipped": text.skipped,
             "vocab": vocab.itos,
+            "vocab_sha256": vocab_sha256(vocab.itos),
             "train_counts": _id_counts(train_counts, vocab),
             "valid_counts": _id_counts(valid_counts, vocab),
         }
 
-    return write_prepared(out, overwrite, fill)
+    return write_prepared(out, overwrite, fill, Path(source))

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tbptt.atomic import (
+    NOFOLLOW,
     fsync_directory,
     os_error_in,
     replacing,
@@ -89,7 +92,7 @@ def save_checkpoint(payload: dict, path: str | Path, *, check_finite: bool = Tru
             "the previous checkpoint is kept (lower the learning rate or set a gradient clip)"
         )
     with replacing(path) as tmp:
-        with open(tmp, "r+b", buffering=0) as f:
+        with os.fdopen(os.open(tmp, os.O_RDWR | NOFOLLOW), "r+b", buffering=0) as f:
             try:
                 data = serialize(payload)
             except RuntimeError as e:  # torch wraps the OSError of a failed write
@@ -123,9 +126,19 @@ def read_file(path: Path) -> dict:
         CheckpointError: unreadable, or not a tbptt checkpoint.
     """
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: a pipe under a checkpoint's name must not hang the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a device would never end
+            raise CheckpointError(
+                f"checkpoint {path} is not a regular file (a device, a pipe or a directory)"
+            )
+        try:
+            data = f.read()
+        except OSError as e:
+            raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
     archive = _verified(path, data)
     try:
         payload = torch.load(io.BytesIO(archive), map_location="cpu", weights_only=True)

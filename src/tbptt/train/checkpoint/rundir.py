@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tbptt.atomic import fsync_directory, remove_debris, write_error
+from tbptt.atomic import NOFOLLOW, fsync_directory, remove_debris, write_error
 from tbptt.errors import CheckpointError, ConfigError
 from tbptt.train.checkpoint.files import read_file, save_checkpoint
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "checkpoint.pt"
 KEPT_DIR = "checkpoints"
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -231,9 +232,13 @@ def _link_atomically(source: Path, target: Path) -> None:
         try:
             os.link(source, tmp)
         except OSError:
+            os.close(os.open(tmp, _NEW_FILE, 0o666))  # our own new file, not a planted link
             shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            fd = os.open(tmp, os.O_RDONLY | NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
