@@ -657,3 +657,119 @@ def test_a_preparation_says_how_its_vocabulary_differs_from_the_runs(prepared):
 
 def test_the_vocabulary_digest_is_of_the_tokens_in_order():
     assert vocab_sha256(["<unk>", "a", "b"]) != vocab_sha256(["<unk>", "b", "a"])
+
+
+# -- 5, 9, 10, 12: a checkpoint's configuration, generate's bounds, a run that skipped ---------
+
+TINY_RUN = ["--model", "gru", "--hidden-size", "6", "--num-layers", "1", "--embedding-size", "4",
+            "--batch-size", "4", "--epochs", "1", "--strategy", "regular:6", "--threads", "1",
+            "--no-progress", "--sample-length", "5"]  # fmt: skip
+
+
+@pytest.fixture
+def trained(tmp_path, text) -> Path:
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--data", text, "--out", run, *TINY_RUN)
+    assert code == 0, err
+    return run
+
+
+def _recrafted(run: Path, edit) -> None:
+    """Every checkpoint of ``run`` rewritten with ``edit(payload)`` and a valid digest (as a
+    hostile user with the format's description would)."""
+    from tbptt.train.checkpoint import list_checkpoints, load_checkpoint
+
+    for path in [run / "checkpoint.pt", *list_checkpoints(run)]:
+        payload = load_checkpoint(path)
+        edit(payload)
+        path.unlink()
+        save_checkpoint(payload, path)
+
+
+def _huge(payload):
+    payload["config"]["model"]["hidden_size"] = 10**12
+
+
+def _no_rng(payload):
+    payload["trainer"]["rng"] = {}
+
+
+@pytest.mark.parametrize(
+    "edit, verb, words",
+    [
+        (_huge, "evaluate", "parameters"),
+        (_huge, "resume", "parameters"),
+        (_no_rng, "resume", "rng lacks"),
+    ],
+)
+def test_a_crafted_checkpoint_configuration_is_one_line(trained, edit, verb, words):
+    _recrafted(trained, edit)
+    argv = ["evaluate", trained] if verb == "evaluate" else ["train", "--resume", trained]
+    code, _, err = cli(*argv, *(["--epochs", "2"] if verb == "resume" else []))
+    assert code == 2 and words in one_line(err), err
+
+
+def test_output_paths_come_from_the_command_line_not_the_checkpoint(trained, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+
+    def board(payload):
+        payload["config"]["output"]["tensorboard"] = str(elsewhere)
+
+    _recrafted(trained, board)
+    code, _, err = cli("train", "--resume", trained, "--epochs", "2")
+    assert code == 0, err
+    assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--seed", "99999999999999999999999"], "--seed"),
+        (["--length", "1000000000"], "--length"),
+    ],
+)
+def test_generate_bounds_its_seed_and_length(trained, flags, words):
+    code, _, err = cli("generate", trained, *flags)
+    assert code == 2 and words in one_line(err), err
+
+
+def test_generate_prints_a_long_text_as_it_is_drawn(trained, capsys):
+    from tbptt.cli import evaluate
+
+    chunks = []
+    real = evaluate._flush
+    evaluate._flush = lambda chunk, data, before: (
+        chunks.append(len(chunk)) or real(chunk, data, before)
+    )
+    try:
+        code, out, err = cli("generate", trained, "--length", str(3 * evaluate.STREAM_CHUNK + 7))
+    finally:
+        evaluate._flush = real
+    assert code == 0, err
+    assert chunks == [evaluate.STREAM_CHUNK] * 3 + [7]
+
+
+def test_a_run_that_skipped_most_steps_fails_with_its_outputs_kept(tmp_path, text):
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--data",
+        text,
+        "--out",
+        run,
+        *TINY_RUN,
+        "--model",
+        "lru",
+        "--lr",
+        "1e5",
+        "--clip",
+        "0",
+        "--nonfinite",
+        "skip",
+    ]  # fmt: skip (the issue's probe)
+    code, out, err = cli(*argv)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["skipped_steps"] > summary["steps"] / 2
+    last = err.strip().splitlines()[-1]  # (after "no sample": its outputs are non-finite)
+    assert code == 2 and "skipped for non-finite values" in last and "Traceback" not in err, err
+    assert (run / "curves.png").is_file() and (run / "checkpoint.pt").is_file()

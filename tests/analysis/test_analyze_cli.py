@@ -48,11 +48,18 @@ def test_bias_on_a_small_gru_over_the_time_machine(time_machine, tmp_path, capsy
     assert rows["randomized:1"]["relative_bias"] == pytest.approx(
         rows["regular:1"]["relative_bias"]
     )
-    for k in ks[1:]:
+    # The randomized mean's measured bias is Monte-Carlo noise: about its standard error
+    # (the noise floor, sqrt(variance / draws) / |g|) for an unbiased estimator; regular's is
+    # systematic. Margins in those standard errors (observed with the default seed: within
+    # 0.86-1.02 of it; regular above it by 8.5, 6.6, 5.2 and 1.9 at K = 5, 10, 35, 100, where
+    # regular:100's own bias is under 1 % and 20 draws resolve no more).
+    for k, margin in zip(ks[1:], (3, 3, 3, 1.5)):
         reg, rnd = rows[f"regular:{k}"], rows[f"randomized:{k}"]
-        assert rnd["relative_bias"] < reg["relative_bias"], k  # the mean over draws is less biased
         assert rnd["relative_variance"] > 0 and rnd["draws"] == 20  # and its variance is reported
         assert reg["relative_variance"] == 0 and reg["draws"] == 1
+        se = rnd["noise_floor"]
+        assert rnd["relative_bias"] < 2 * se, (k, rnd)  # no bias beyond the noise
+        assert reg["relative_bias"] - rnd["relative_bias"] > margin * se, (k, reg, rnd)
     assert seconds < 60, f"default `tbptt analyze bias` took {seconds:.0f}s"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import os
 import random
 import shutil
@@ -26,8 +25,8 @@ import pytest
 import torch
 
 from tbptt.cli import main
-from tbptt.train import read_metrics
 from tbptt.train.checkpoint import KEPT_DIR, latest_checkpoint, load_checkpoint
+from tests.train.test_resume import outcome
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc/self/fd")
 
@@ -124,23 +123,30 @@ def check_the_directory(out: Path) -> None:
         assert metrics.read_bytes().endswith(b"\n")
 
 
-def check_continues(out: Path, reference: list[int]) -> None:
+def check_continues(out: Path, reference) -> None:
+    """``--resume`` ends where the uninterrupted run ends, as tests/train/test_resume.py
+    checks: the same weights bitwise, the same metrics lines (``MEASURED_FIELDS`` aside)
+    and the same generated sample."""
     code, err = run(["train", "--resume", str(out)])
     assert code == 0, err
-    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["event"] == "step"]
-    assert steps == reference
-    assert json.loads((out / "summary.json").read_text())["steps"] == reference[-1]
+    weights, lines, sample = outcome(out)
+    assert weights.keys() == reference[0].keys()
+    for k in weights:
+        assert torch.equal(weights[k], reference[0][k]), f"{k} differs after the resume"
+    assert lines == reference[1], "metrics lines differ after the resume"
+    assert sample == reference[2]
 
 
 @pytest.fixture(scope="module")
-def reference_steps(text, tmp_path_factory) -> list[int]:
+def reference(text, tmp_path_factory):
+    """The uninterrupted run's (final weights, metrics lines, sample), as ``outcome`` reads them."""
     out = tmp_path_factory.mktemp("reference") / "run"
     code, err = run(text_args(text, out))
     assert code == 0, err
-    records = read_metrics(out / "metrics.jsonl")
-    steps = [r["step"] for r in records if r["event"] == "step"]
+    weights, lines, sample = outcome(out)
+    steps = [r["step"] for r in lines if r["event"] == "step"]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) > 12
-    return steps
+    return weights, lines, sample
 
 
 # call, file name, errno, how many such calls succeed first, what the line names
@@ -160,7 +166,7 @@ TEXT_SITES = {
 
 @pytest.mark.parametrize("site", list(TEXT_SITES))
 def test_a_refused_write_ends_in_one_line_and_the_run_resumes(
-    site, text, tmp_path, monkeypatch, reference_steps
+    site, text, tmp_path, monkeypatch, reference
 ):
     call, name, code_, after, named = TEXT_SITES[site]
     out = tmp_path / "run"
@@ -183,11 +189,11 @@ def test_a_refused_write_ends_in_one_line_and_the_run_resumes(
         return
     path, payload = latest_checkpoint(out)  # the previous checkpoint loads
     assert payload["trainer"]["step"] >= 4
-    check_continues(out, reference_steps)
+    check_continues(out, reference)
 
 
 def test_torch_failing_to_serialize_with_a_full_disk_is_one_line(
-    text, tmp_path, monkeypatch, reference_steps
+    text, tmp_path, monkeypatch, reference
 ):
     real, calls = torch.save, []
 
@@ -211,16 +217,15 @@ def test_torch_failing_to_serialize_with_a_full_disk_is_one_line(
     check_the_directory(out)
     monkeypatch.setattr(torch, "save", real)
     assert latest_checkpoint(out)[1]["trainer"]["step"] == 4
-    check_continues(out, reference_steps)
+    check_continues(out, reference)
 
 
 @pytest.mark.parametrize("plot", ["plot_training", "plot_predictions"])
 def test_a_plot_the_disk_refuses_leaves_no_half_image(plot, series, tmp_path, monkeypatch):
-    import tbptt.cli.outputs
-    import tbptt.cli.train
+    import tbptt.run.outputs
 
-    # curves.png is drawn by the train verb, predictions.png by its outputs module
-    train_cli = tbptt.cli.train if plot == "plot_training" else tbptt.cli.outputs
+    # curves.png and predictions.png are drawn by the run's outputs (tbptt.run.outputs)
+    train_cli = tbptt.run.outputs
     real = getattr(train_cli, plot)
 
     def half_then_full(*args, **kwargs):
@@ -254,7 +259,7 @@ def test_a_predictions_file_the_disk_refuses_is_one_line(series, tmp_path, monke
     faults.off()
     code, err = run(["train", "--resume", str(out)])
     assert code == 0, err
-    assert (out / "predictions.csv").read_text().startswith("index,Temp")
+    assert (out / "predictions.csv").read_text().startswith("Date,Temp")  # the time column
 
 
 # -- what a checkpoint holds: not the metrics history ------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import io
 import math
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -206,62 +207,98 @@ def test_cli_refuses_a_dropout_rate_outside_0_1_naming_its_flag(small_text, tmp_
 # -- the library ---------------------------------------------------------------------------
 
 
-@settings(max_examples=300, **SETTINGS)
-@given(spec=specs(), remaining=st.lists(st.integers(1, 60), min_size=1, max_size=5))
-def test_strategy_specs_parse_or_raise_spec_errors(spec, remaining):
-    try:
-        strategy = parse_strategy(spec)
-    except TbpttError as e:
-        assert "\n" not in str(e) and str(e)
-        return
-    assert parse_strategy(strategy.spec).spec == strategy.spec, "spec round-trips"
-    generator = torch.Generator().manual_seed(0)
-    for r in remaining:
-        try:
-            window = strategy.plan(r, generator)
-        except TbpttError:
-            continue
-        assert 1 <= window.length <= r
-        if window.gates is not None:
-            assert len(window.gates) == window.length
-            assert all(math.isfinite(g) and g >= 0 for g in window.gates)
-        assert math.isfinite(window.lr_scale) and window.lr_scale > 0
+# Each library test counts its outcomes: "trains or raises TbpttError" would also pass if
+# every case were refused, so a share of the generated cases must get through (the shares
+# are deterministic: derandomize=True). The floors sit at about half the observed shares
+# (parsed 0.21, planned 1.0, prepared 0.69, trained 0.25).
+PARSED, PLANNED, PREPARED, TRAINED = 0.1, 0.5, 0.3, 0.1
 
 
-@settings(max_examples=150, **SETTINGS)
-@given(corpus=st.one_of(corpora, huge_lines), level=st.sampled_from(["char", "word"]))
-def test_corpora_load_and_prepare_or_raise_data_errors(corpus, level):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.txt"
-        path.write_bytes(corpus)
+def test_strategy_specs_parse_or_raise_spec_errors():
+    seen = Counter()
+
+    # Specs from the grammar (nearly all refused) or well-formed; each parsed one plans
+    # windows for a few fixed stream lengths, so the examples are spent on the specs.
+    @settings(max_examples=300, **SETTINGS)
+    @given(spec=st.one_of(specs(), VALID_SPECS))
+    def case(spec):
         try:
-            text, _ = load_corpus(path)
-            data = prepare_text(text, level=level, normalization="none")
+            strategy = parse_strategy(spec)
+        except TbpttError as e:
+            assert "\n" not in str(e) and str(e)
+            seen["refused"] += 1
+            return
+        seen["parsed"] += 1
+        assert parse_strategy(strategy.spec).spec == strategy.spec, "spec round-trips"
+        generator = torch.Generator().manual_seed(0)
+        for r in (1, 2, 5, 17, 60):
+            try:
+                window = strategy.plan(r, generator)
+            except TbpttError:
+                seen["plan refused"] += 1
+                continue
+            seen["planned"] += 1
+            assert 1 <= window.length <= r
+            if window.gates is not None:
+                assert len(window.gates) == window.length
+                assert all(math.isfinite(g) and g >= 0 for g in window.gates)
+            assert math.isfinite(window.lr_scale) and window.lr_scale > 0
+
+    case()
+    assert seen["parsed"] >= PARSED * (seen["parsed"] + seen["refused"]), seen
+    assert seen["planned"] >= PLANNED * (seen["planned"] + seen["plan refused"]), seen
+
+
+def test_corpora_load_and_prepare_or_raise_data_errors():
+    seen = Counter()
+
+    @settings(max_examples=150, **SETTINGS)
+    @given(corpus=st.one_of(corpora, huge_lines), level=st.sampled_from(["char", "word"]))
+    def case(corpus, level):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "corpus.txt"
+            path.write_bytes(corpus)
+            try:
+                text, _ = load_corpus(path)
+                data = prepare_text(text, level=level, normalization="none")
+            except TbpttError as e:
+                assert "\n" not in str(e)
+                seen["refused"] += 1
+                return
+        seen["prepared"] += 1
+        assert len(data.train) + len(data.valid) >= 2
+        assert int(data.train.max()) < len(data.vocab)
+
+    case()
+    assert seen["prepared"] >= PREPARED * (seen["prepared"] + seen["refused"]), seen
+
+
+def test_trainer_trains_or_raises_library_errors():
+    seen = Counter()
+
+    @settings(max_examples=40, **SETTINGS)
+    @given(
+        n=st.integers(0, 60),
+        vocab=st.integers(2, 5),
+        spec=st.one_of(specs(), st.sampled_from(["regular:3", "randomized:2", "full", "k1k2:2,4"])),
+        batch_size=st.integers(1, 4),
+        sampling=st.sampled_from(["sequential", "random"]),
+    )
+    def case(n, vocab, spec, batch_size, sampling):
+        tokens = torch.arange(n) % vocab
+        model = RecurrentLM(
+            ModelConfig(vocab_size=vocab, kind="gru", hidden_size=3, num_layers=1, embedding_size=2)
+        )
+        try:
+            config = TrainConfig(strategy=spec, batch_size=batch_size, epochs=1, sampling=sampling)
+            trainer = Trainer(model, tokens, tokens[:0], config, metrics=MetricsWriter(None))
+            trainer.fit()
         except TbpttError as e:
             assert "\n" not in str(e)
+            seen["refused"] += 1
             return
-    assert len(data.train) + len(data.valid) >= 2
-    assert int(data.train.max()) < len(data.vocab)
+        seen["trained"] += 1
+        assert trainer.epoch == 1 and trainer.step >= 1
 
-
-@settings(max_examples=40, **SETTINGS)
-@given(
-    n=st.integers(0, 60),
-    vocab=st.integers(2, 5),
-    spec=st.one_of(specs(), st.sampled_from(["regular:3", "randomized:2", "full", "k1k2:2,4"])),
-    batch_size=st.integers(1, 4),
-    sampling=st.sampled_from(["sequential", "random"]),
-)
-def test_trainer_trains_or_raises_library_errors(n, vocab, spec, batch_size, sampling):
-    tokens = torch.arange(n) % vocab
-    model = RecurrentLM(
-        ModelConfig(vocab_size=vocab, kind="gru", hidden_size=3, num_layers=1, embedding_size=2)
-    )
-    try:
-        config = TrainConfig(strategy=spec, batch_size=batch_size, epochs=1, sampling=sampling)
-        trainer = Trainer(model, tokens, tokens[:0], config, metrics=MetricsWriter(None))
-        trainer.fit()
-    except TbpttError as e:
-        assert "\n" not in str(e)
-        return
-    assert trainer.epoch == 1 and trainer.step >= 1
+    case()
+    assert seen["trained"] >= TRAINED * (seen["trained"] + seen["refused"]), seen

@@ -1,6 +1,7 @@
-"""Checks that need a CUDA device (skipped where there is none, as in CI).
+"""Checks that need a CUDA device: marked ``gpu``, so where there is none (as in CI) they
+skip and the run's summary lists them.
 
-Run on a GPU machine with ``python -m pytest -q tests/gpu``.
+Run on a GPU machine with ``python -m pytest -q -m gpu`` (these and the other ``gpu`` tests).
 """
 
 import json
@@ -12,7 +13,7 @@ from tbptt.cli import main
 from tbptt.train import sequence_gradient
 from tests.reference import reference_loss, tiny_batch, tiny_lm
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "rnn"])

@@ -1,8 +1,10 @@
 """tbptt's strategies in a Lightning 2.x LightningModule (tbptt.integrations.lightning).
 
-References: tbptt's own Trainer on the same weights and data (gradients of every window,
-float64), the state the module carried (entering batch 2 = leaving batch 1), and an
-uninterrupted Lightning run (a resumed run must repeat its losses and weights).
+References: a naive loop written out here (the GRU equations, gates as gradient hooks, SGD;
+nothing of tbptt's model or engine), tbptt's own Trainer on the same weights and data
+(gradients of every window, float64), the state the module carried (entering batch 2 =
+leaving batch 1), and an uninterrupted Lightning run (a resumed run must repeat its losses
+and weights).
 """
 
 from __future__ import annotations
@@ -172,6 +174,75 @@ def test_window_gradients_equal_tbptt_trainer(strategy, docs):
         for ga, gb in zip(a, b):
             assert ga.dtype == torch.float64
             torch.testing.assert_close(ga, gb, rtol=0, atol=1e-9)
+
+
+# -- an independent reference: the documented loop, written out step by step ------------
+
+
+def _scale_gradient(h: torch.Tensor, xi: float) -> torch.Tensor:
+    """h itself, with the gradient flowing back through it multiplied by xi (a hook)."""
+    h = h * 1.0
+    h.register_hook(lambda g: g * xi)
+    return h
+
+
+def naive_gradients(weights: dict, tokens: torch.Tensor, spec: str, *, lr: float) -> list:
+    """Every optimizer step's gradients of what TruncatedBPTT's docstring promises, written
+    without tbptt's model, engine or gates: the stream laid into B columns, cut into batches
+    of LENGTH rows; in each batch, windows planned by the strategy from a generator seeded 0;
+    each window runs the GRU equations from the carried state detached (zeros at the
+    start), its gates as gradient hooks on the state edges, loss = summed cross-entropy /
+    (B K) with K = 35; then SGD at lr times the window's lr_scale, as Recording steps.
+
+    weights: named_parameters of a float64 lm(); tokens (N,); returns [[grad per weight]].
+    """
+    w = {k: v.detach().clone().requires_grad_(True) for k, v in weights.items()}
+    strategy, generator = tbptt.parse_strategy(spec), torch.Generator().manual_seed(0)
+    laid = tokens.view(B, -1).T  # (N / B, B): column b is the b-th contiguous stream
+    inputs, targets = laid[:-1], laid[1:]  # (T, B)
+    h = torch.zeros(B, H, dtype=torch.float64)
+    steps = []
+    for start in range(0, inputs.shape[0], LENGTH):
+        batch_x, batch_y = inputs[start : start + LENGTH], targets[start : start + LENGTH]
+        position = 0
+        while position < batch_x.shape[0]:
+            window = strategy.plan(batch_x.shape[0] - position, generator)
+            h, loss = h.detach(), 0.0
+            for t in range(position, position + window.length):
+                xi = window.gates[t - position] if window.gates is not None else 1.0
+                if t > position and xi != 1.0:
+                    h = _scale_gradient(h, xi)
+                x = torch.nn.functional.embedding(batch_x[t], w["embedding.weight"])  # (B, E)
+                gi = x @ w["recurrent.core.weight_ih_l0"].T + w["recurrent.core.bias_ih_l0"]
+                gh = h @ w["recurrent.core.weight_hh_l0"].T + w["recurrent.core.bias_hh_l0"]
+                (i_r, i_z, i_n), (h_r, h_z, h_n) = gi.chunk(3, 1), gh.chunk(3, 1)  # (B, H) each
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                h = (1 - z) * torch.tanh(i_n + r * h_n) + z * h
+                logits = h @ w["head.weight"].T + w["head.bias"]  # (B, V)
+                loss = loss + torch.nn.functional.cross_entropy(logits, batch_y[t], reduction="sum")
+            grads = torch.autograd.grad(loss / (B * 35), list(w.values()))
+            steps.append(list(grads))
+            with torch.no_grad():
+                for p, g in zip(w.values(), grads):
+                    p -= lr * window.lr_scale * g
+            position += window.length
+    return steps
+
+
+@pytest.mark.parametrize("strategy", ["regular:35", "randomized:35"])
+def test_every_window_gradient_equals_the_naive_loop(strategy):
+    tokens = pattern()  # 140 rows per column: 2 batches of 70
+    model = lm(torch.float64)
+    reference = naive_gradients(dict(model.named_parameters()), tokens, strategy, lr=0.3)
+    module = LitLM(strategy, model, lr=0.3, clip=0)
+    fit(module, tokens, precision="64-true")
+    seen = module.recording.seen
+    # every window of both batches (regular: 4; randomized: 5 draws), the weights moving
+    assert len(seen) == len(reference) >= 4
+    for step, (ours, theirs) in enumerate(zip(seen, reference)):
+        for name, a, b in zip(dict(model.named_parameters()), ours, theirs):
+            assert a.dtype == torch.float64
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=f"{name}, step {step + 1}")
 
 
 def _weights(module):

@@ -51,6 +51,11 @@ def load_model(
         weights = payload["trainer"]["model"]
     except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{path} lacks the run's model config or weights ({e})") from None
+    try:  # a file's configuration is checked as flags are, before anything is allocated
+        config.check()
+        config.model.check()
+    except ConfigError as e:
+        raise CheckpointError(f"the configuration in {path} is invalid: {e}") from None
     if data_path is not None:
         config = dataclasses.replace(config, data=_reading(config.data, data_path, path))
     data = load_dataset(config.data, seed=config.train.seed)

@@ -18,11 +18,14 @@ from tbptt.atomic import write_atomically
 from tbptt.cli.common import build_objective, check_device, format_metric
 from tbptt.errors import ConfigError, DataError
 from tbptt.train.evaluate import evaluate, evaluation_batch
-from tbptt.train.generate import check_sampling, forecast, generate
+from tbptt.train.generate import check_sampling, forecast, stream_tokens
 
 __all__ = ["evaluate_parser", "evaluate_command", "generate_parser", "generate_command"]
 
 CHECKPOINT_HELP = "run directory or checkpoint.pt of tbptt train"
+# generate's longest continuation (tokens or forecast steps); it is printed as it is drawn.
+MAX_LENGTH = 1_000_000
+STREAM_CHUNK = 200  # tokens decoded and printed at a time
 
 
 def _checkpoint_arguments(p: argparse.ArgumentParser) -> None:
@@ -204,8 +207,13 @@ def evaluate_command(args) -> int:
 def generate_command(args) -> int:
     check_sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     _positive("--num-samples", args.num_samples)
-    if args.length is not None and args.length < 0:
-        raise ConfigError(f"Expected --length >= 0, got {args.length}")
+    if args.length is not None and not 0 <= args.length <= MAX_LENGTH:
+        raise ConfigError(
+            f"Expected --length between 0 and {MAX_LENGTH:,}, got {args.length:,}; a longer "
+            "text is many runs of generate (each continues a --prefix)"
+        )
+    if not -(2**63) <= args.seed < 2**63:
+        raise ConfigError(f"Expected --seed to fit in 64 bits (|seed| < 2**63), got {args.seed}")
     args.checkpoint = _run_path(args)
     model, data, config = load_model(args.checkpoint)
     model = model.to(_device(args, config))
@@ -226,7 +234,9 @@ def generate_command(args) -> int:
     # One generator for all samples: sample 1 is the single sample of the same seed.
     generator = torch.Generator().manual_seed(args.seed)
     for i in range(args.num_samples):
-        tokens = generate(
+        if args.num_samples > 1:
+            print(f"[sample {i + 1}/{args.num_samples}]")
+        tokens = stream_tokens(
             model,
             prefix,
             100 if args.length is None else args.length,
@@ -235,10 +245,29 @@ def generate_command(args) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
         )
-        if args.num_samples > 1:
-            print(f"[sample {i + 1}/{args.num_samples}]")
-        print(data.decode(tokens))
+        _print_streamed(tokens, data)
     return 0
+
+
+def _print_streamed(tokens, data) -> None:
+    """Print tokens as text as they are drawn, a chunk at a time (a line end at the end)."""
+    chunk: list[int] = []
+    text_so_far = ""
+    for token in tokens:
+        chunk.append(token)
+        if len(chunk) == STREAM_CHUNK:
+            text_so_far = _flush(chunk, data, text_so_far)
+            chunk = []
+    _flush(chunk, data, text_so_far)
+    print(flush=True)
+
+
+def _flush(chunk: list[int], data, before: str) -> str:
+    text = data.decode(chunk) if chunk else ""
+    if before and text and not before.endswith("\n"):
+        text = data.separator + text  # the space between two words of two chunks
+    print(text, end="", flush=True)
+    return text or before
 
 
 def _forecast_command(args, model, data, config) -> int:

@@ -191,7 +191,9 @@ def _train(args, out: Path, lock: RunLock, group: Group | None) -> int:
     if "sample" in summary:
         print(f"sample: {summary['sample']!r}")
     print(f"wrote {', '.join(str(p) for p in result.written)}")
-    return 0
+    if result.problem:
+        _warn(f"error: {result.problem} (flags: --lr, --clip)")
+    return result.code
 
 
 def _prepare(args, out: Path, lock: RunLock, group: Group | None) -> Run:

@@ -37,6 +37,10 @@ __all__ = ["MODEL_KINDS", "ModelConfig", "RecurrentLM", "RecurrentNet"]
 MODEL_KINDS = KINDS + LINEAR_KINDS
 
 
+# The most parameters a built-in model may hold (8 GiB of float32 weights).
+MAX_PARAMETERS = 2**31
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a :class:`RecurrentNet` (saved with checkpoints).
@@ -95,6 +99,15 @@ class ModelConfig:
             )
         return cls(**d)
 
+    def parameter_bound(self) -> int:
+        """About the built model's parameter count (four gates a layer: an LSTM's, at most)."""
+        width = self.embedding_size or self.vocab_size or self.input_size
+        hidden, layers = max(self.hidden_size, 1), max(self.num_layers, 1)
+        stack = 4 * hidden * (width + hidden + 2) + (layers - 1) * 4 * hidden * (2 * hidden + 2)
+        embedding = self.vocab_size * self.embedding_size
+        head = (hidden + 1) * max(self.output_size or self.vocab_size, 1)
+        return int(stack + embedding + head)
+
     def check(self) -> None:
         """Raise one :class:`ConfigError` listing every invalid option."""
         problems = []
@@ -135,6 +148,13 @@ class ModelConfig:
             problems.append(
                 f"embedding size must be >= 0 (0 = one-hot or identity), got {self.embedding_size}"
             )
+        if not problems and (n := self.parameter_bound()) > MAX_PARAMETERS:
+            # checked before anything is allocated (a configuration read from a file too)
+            problems.append(
+                f"the model would hold about {n:.3g} parameters ({4 * n / 2**30:,.0f} GiB), "
+                f"more than the {MAX_PARAMETERS:.3g} tbptt builds; use smaller sizes"
+            )
+            options += ["model.hidden_size", "model.num_layers", "model.embedding_size"]
         if problems:
             raise ConfigError("; ".join(problems), options=tuple(options))
 

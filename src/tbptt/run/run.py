@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 # A long run writes millions of step lines: in memory the metrics writer keeps the epoch
 # records and this many of the newest step records.
 METRICS_TAIL = 1000
+# A run that skipped more than this share of its optimizer steps for non-finite values
+# (train.nonfinite = "skip") did not train: it ends with code 2, its outputs written.
+MAX_SKIPPED_SHARE = 0.5
 # With no progress bar, a line at least this often (seconds) says the run is alive.
 ALIVE_SECONDS = 30.0
 # The files a run writes into its directory through a temporary name (their debris,
@@ -85,6 +88,8 @@ class RunResult:
         written: the files written at the end.
         resumed_from: the checkpoint it continued (None: it started afresh).
         stopped_by: the signal's name when one stopped it.
+        problem: why a run that finished still failed (code 2): it skipped more than
+            :data:`MAX_SKIPPED_SHARE` of its steps for non-finite values.
     """
 
     code: int
@@ -92,6 +97,7 @@ class RunResult:
     written: list[Path] = field(default_factory=list)
     resumed_from: Path | None = None
     stopped_by: str | None = None
+    problem: str | None = None
 
 
 class Run:
@@ -136,7 +142,7 @@ class Run:
         config.check()
         parse_interval(config.checkpoint.every)
         self.strategy = strategy or parse_strategy(config.train.strategy)
-        config = config.replace(train={"strategy": self.strategy.spec})
+        config = _as_recorded(config.replace(train={"strategy": self.strategy.spec}))
         self.directory = Path(directory)
         self.model, self.data, self.config, self.group = model, data, config, group
         self.objective = objective if objective is not None else build_objective(config, data)
@@ -442,7 +448,16 @@ class Run:
         )
         for note in notes:
             self.warn(note)
-        return dataclasses.replace(result, summary=summary, written=written)
+        result = dataclasses.replace(result, summary=summary, written=written)
+        steps, skipped = self.trainer.step, self.trainer.skipped
+        if steps and skipped > MAX_SKIPPED_SHARE * steps:
+            result.code = 2
+            result.problem = (
+                f"{skipped} of {steps} optimizer steps were skipped for non-finite values, more "
+                f"than {MAX_SKIPPED_SHARE:.0%}: the model did not train; lower the learning "
+                "rate or set a gradient clip"
+            )
+        return result
 
 
 def saved_config(found: tuple[Path, dict]) -> RunConfig:
@@ -456,6 +471,13 @@ def saved_config(found: tuple[Path, dict]) -> RunConfig:
     if "config" not in payload or "trainer" not in payload:
         raise CheckpointError(f"{path} is not a checkpoint of a tbptt run; use another directory")
     config = RunConfig.from_dict(payload["config"])
+    # Output paths come from the command line (or the caller), never from a file.
+    return _as_recorded(config.replace(output={"tensorboard": None}))
+
+
+def _as_recorded(config: RunConfig) -> RunConfig:
+    """``config`` with its data section as its kind reads it (text defaults fixed, options
+    the kind ignores at their defaults): how a run records it, and compares it."""
     try:
         data, _ = applied_options(config.data.resolved())
     except TbpttError:  # the data cannot be read as it was: loading it says why

@@ -14,15 +14,16 @@ the token at which the outputs went non-finite, rather than sample from it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from tbptt.errors import ConfigError, NonFiniteError
 
-__all__ = ["generate", "check_sampling", "forecast"]
+__all__ = ["generate", "stream_tokens", "check_sampling", "forecast"]
 
 
-@torch.no_grad()
 def generate(
     model: nn.Module,
     prefix: torch.Tensor,
@@ -33,7 +34,33 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
 ) -> list[int]:
-    """Continue ``prefix`` (P,) token indices by ``length`` tokens.
+    """Continue ``prefix`` (P,) token indices by ``length`` tokens (:func:`stream_tokens`,
+    collected)."""
+    return list(
+        stream_tokens(
+            model,
+            prefix,
+            length,
+            temperature=temperature,
+            generator=generator,
+            top_k=top_k,
+            top_p=top_p,
+        )
+    )
+
+
+def stream_tokens(
+    model: nn.Module,
+    prefix: torch.Tensor,
+    length: int,
+    *,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Iterator[int]:
+    """Continue ``prefix`` (P,) token indices by ``length`` tokens, yielding each as it is
+    drawn (a long continuation can be shown as it grows).
 
     ``temperature == 0`` picks the most likely token; otherwise tokens are
     sampled from softmax(logits / temperature) with ``generator``, kept to the
@@ -50,24 +77,27 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        logits, state = model(prefix.to(device).long().view(-1, 1))  # (P, 1, V)
-        out: list[int] = []
-        last = logits[-1, 0]
-        for i in range(length):
-            _check_finite(last, i, len(prefix))
-            scaled = last.double().cpu() / temperature if temperature > 0 else None
-            if scaled is not None and bool(torch.isfinite(scaled).all()):
-                probs = _truncated(torch.softmax(scaled, dim=-1), top_k, top_p)
-                token = int(torch.multinomial(probs, 1, generator=generator))
-            else:  # greedy, or a temperature so small that logits / T overflow: its limit
-                token = int(last.argmax())
-            out.append(token)
-            logits, state = model(torch.tensor([[token]], device=device), state)
-            last = logits[-1, 0]
+        yield from _draw(model, prefix, length, temperature, generator, top_k, top_p)
     finally:
         model.train(was_training)
-    return out
+
+
+@torch.no_grad()
+def _draw(model, prefix, length, temperature, generator, top_k, top_p) -> Iterator[int]:
+    device = next(model.parameters()).device
+    logits, state = model(prefix.to(device).long().view(-1, 1))  # (P, 1, V)
+    last = logits[-1, 0]
+    for i in range(length):
+        _check_finite(last, i, len(prefix))
+        scaled = last.double().cpu() / temperature if temperature > 0 else None
+        if scaled is not None and bool(torch.isfinite(scaled).all()):
+            probs = _truncated(torch.softmax(scaled, dim=-1), top_k, top_p)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        else:  # greedy, or a temperature so small that logits / T overflow: its limit
+            token = int(last.argmax())
+        yield token
+        logits, state = model(torch.tensor([[token]], device=device), state)
+        last = logits[-1, 0]
 
 
 def check_sampling(

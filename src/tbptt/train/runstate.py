@@ -270,6 +270,8 @@ class RunState:
             out["rng"] = {"torch": d["torch_rng"]} if "torch_rng" in d else {}
         elif not isinstance(d["rng"], dict):
             problems.append(f"rng is a {type(d['rng']).__name__}, expected a mapping")
+        elif "torch" not in d["rng"]:  # without it, dropout would not continue as it was
+            problems.append("rng lacks the torch generator's state")
         if d.get("config") is not None and not isinstance(d["config"], dict):
             problems.append(f"config is a {type(d['config']).__name__}, expected a mapping")
         if problems:
