@@ -60,6 +60,11 @@ def test_every_kind_answers_the_whole_protocol(small_text, series, tmp_path):
 
 
 def test_a_flag_the_kind_does_not_read_is_refused_naming_it(series, small_text):
+    code, _, err = cli(
+        ["prepare", series, "--out", series.parent / "p", *SERIES, "--tokens", "word"]
+    )
+    assert code == 2 and "--tokens" in err and len(err.strip().splitlines()) == 1, err
+    assert not (series.parent / "p").exists()
     for argv, flag in [
         (["--data", series, *SERIES, "--tokens", "word"], "--tokens"),
         (["--data", series, *SERIES, "--strip-gutenberg"], "--strip-gutenberg"),

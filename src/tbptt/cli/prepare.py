@@ -113,8 +113,8 @@ def _data_config(args) -> DataConfig:
     given = {key: getattr(args, key) for key in names if getattr(args, key) is not None}
     where = {"documents": args.input} if args.documents else {"path": args.input}
     config = DataConfig(**where, **given)
-    if problems := config.problems():
-        raise ConfigError("; ".join(problems))
+    if problems := config.problems():  # an option the input's kind does not read: refused
+        raise ConfigError("; ".join(problems), options=config.refused_options())
     return config.resolved()
 
 
