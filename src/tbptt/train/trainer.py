@@ -145,9 +145,6 @@ class Trainer(RunState):
 
     # -- one step ----------------------------------------------------------------------
 
-    def _initial_state(self, batch_size: int) -> State:
-        return self.model.initial_state(batch_size)
-
     def train_step(
         self,
         inputs: torch.Tensor,
@@ -226,7 +223,7 @@ class Trainer(RunState):
         opt = self.optimizer
         batch_size = inputs.shape[1]
         if reset or window.reset or self.state is None:
-            state = self._initial_state(batch_size)
+            state = self.model.initial_state(batch_size)
             self.context = None
         else:
             state = detach_state(self._checked_carried_state(batch_size))
@@ -240,9 +237,7 @@ class Trainer(RunState):
         return loss_sum, state, result.context
 
     def _run_window(self, inputs, targets, state, window, *, resets, mask, context):
-        """One window's forward (a :class:`~tbptt.train.engine.WindowResult`). Lookback,
-        checkpointing and resets are the engine's (shared with sequence_gradient); a
-        distributed trainer runs it under DistributedDataParallel."""
+        """One window's forward by the engine (a distributed trainer's: under DDP)."""
         return run_window(
             self.model,
             inputs,
@@ -256,13 +251,11 @@ class Trainer(RunState):
         )
 
     def _step_totals(self, loss_sum: float, counted: int, rows: int) -> tuple[float, int, int]:
-        """A step's loss sum, counted rows and rows read, over every process of the job
-        (one process: as they are; a distributed trainer sums them over its ranks)."""
+        """A step's loss sum, counted and read rows over the job (a distributed trainer's: summed)."""
         return loss_sum, counted, rows
 
     def _online_gradient(self, inputs, targets, window, reset, resets, mask):
-        """The online estimator's gradient of the window's rows (:mod:`tbptt.train.online`),
-        left in ``.grad``; returns (loss sum, state after the window, no context)."""
+        """The online estimator's gradient, left in ``.grad``: (loss sum, state, no context)."""
         batch_size = inputs.shape[1]
         fresh = reset or window.reset or self.state is None or self.online.s is None
         if not fresh:
@@ -272,7 +265,7 @@ class Trainer(RunState):
             self.online,
             inputs,
             targets,
-            start=self._initial_state(batch_size) if fresh else None,
+            start=self.model.initial_state(batch_size) if fresh else None,
             scale=1.0 / (batch_size * (window.loss_length or self.reference_length)),
             resets=resets,
             mask=mask,
@@ -280,13 +273,13 @@ class Trainer(RunState):
         )
         return loss_sum, self.online.state, None
 
-    # -- guards (the checks themselves: tbptt.train.guards) ----------------------------
-
     def _checked_carried_state(self, batch_size: int) -> State:
         """The carried state, refused when it cannot enter this window (guards.check_carried)."""
         want = self._state_shapes.get(batch_size)
         if want is None:  # built once per batch size, not every window
-            want = self._state_shapes[batch_size] = state_signature(self._initial_state(batch_size))
+            want = self._state_shapes[batch_size] = state_signature(
+                self.model.initial_state(batch_size)
+            )
         check_carried(self.state, self.context, self.strategy, want, batch_size)
         return self.state
 
