@@ -170,10 +170,7 @@ class DataConfig:
     def problems(self) -> list[str]:
         """Every invalid option, as phrases (empty when all is well)."""
         out = []
-        try:
-            kind = self.resolved_kind()
-        except DataError as e:
-            return [str(e)]
+        kind = self.resolved_kind()  # a source it cannot read raises its own DataError
         if self.tokens not in TOKENIZERS:
             out.append(f"unknown token level {self.tokens!r}, expected {' or '.join(TOKENIZERS)}")
         if self.normalize is not None and self.normalize not in NORMALIZERS:

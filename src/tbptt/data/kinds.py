@@ -138,18 +138,28 @@ def _load_prepared(config: DataConfig, seed: int) -> Dataset:
             data,
             source=_meta_source(_source(config)),
             series_id=made.get("series_id"),
-            time_column=made.get("time_column"),
+            time_column=_meta_field(_source(config), "time_column") or made.get("time_column"),
         )
     return data
 
 
 def _meta_source(path) -> str | None:
+    source = _meta_field(path, "source")
+    return (
+        source.get("path")
+        if isinstance(source, dict) and isinstance(source.get("path"), str)
+        else None
+    )
+
+
+def _meta_field(path, key: str):
+    """``meta.json``'s ``key`` of a prepared directory (None: absent or unreadable; a
+    preparation is checked whole when it is loaded)."""
     try:
         meta = json.loads((Path(path).expanduser() / META).read_text(encoding="utf-8"))
-        source = meta["source"]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    return source if isinstance(source, str) else None
+    return meta.get(key) if isinstance(meta, dict) else None
 
 
 def _is_series(config: DataConfig) -> bool:

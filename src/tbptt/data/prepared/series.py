@@ -86,6 +86,7 @@ def prepare_series_file(
             "inputs_scaler": data.inputs_scaler.to_dict(),
             "targets_scaler": data.targets_scaler.to_dict(),
             "series": data.series,
+            "time_column": data.time_column,  # found by itself when not given: the labels' name
             "valid_index": data.valid_index,
             "valid_persistence": data.valid_persistence.tolist(),
             "valid_actual": data.valid_actual.tolist(),
