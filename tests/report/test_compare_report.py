@@ -176,3 +176,18 @@ def test_stat_mean_and_sample_spread():
     )
     assert Stat.of([5.0]).format() == "5.000"
     assert Stat.of([]).format() == "n/a"
+
+
+def test_the_report_says_what_its_samples_continue(report_dir):
+    import dataclasses
+
+    from tbptt.report.compare import _continued
+
+    comparison, paths, _ = report_dir
+    assert "Each trained model continues " + _continued(comparison) in paths.markdown.read_text()
+    assert repr(comparison.config.prefix) in _continued(comparison)
+    no_prefix = dataclasses.replace(
+        comparison, config=dataclasses.replace(comparison.config, prefix="")
+    )
+    said = _continued(no_prefix)
+    assert "first 10 tokens of the validation text" in said and "''" not in said
