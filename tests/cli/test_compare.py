@@ -117,7 +117,7 @@ def test_compare_on_a_time_series_and_on_a_task(tmp_path, capsys):
     assert not (out / "cuts.png").exists()  # no text to draw the cuts on
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["objective"]["primary"] == "rmse"
-    assert set(comparison["data"]["baselines"]) == {"persistence", "mean"}
+    assert set(comparison["data"]["baselines"]) == {"persistence", "mean", "seasonal", "ar"}
 
     out = tmp_path / "task"
     argv = ["compare", "--task", "adding:T=6,episodes=40,valid_episodes=8", "--budget-epochs",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tbptt.data.series import MISSING, Standardizer, prepare_series, read_table
+from tbptt.data.series import MISSING, SeriesData, Standardizer, prepare_series, read_table
 from tbptt.data.streams import StreamData
 from tbptt.errors import DataError
 from tests.conftest import TEMPERATURES
@@ -166,7 +166,7 @@ def test_baselines_match_a_naive_computation(tmp_path):
         "mean": (math.sqrt(np.mean((mean - actual) ** 2)), np.mean(np.abs(mean - actual))),
     }
     scores = data.baselines()
-    assert set(scores) == {"persistence", "mean"}
+    assert {"persistence", "mean", "ar"} <= set(scores)  # seasonal: only with a season
     for name, (rmse, mae) in expected.items():
         assert scores[name]["rmse"] == pytest.approx(rmse, rel=1e-12)
         assert scores[name]["mae"] == pytest.approx(mae, rel=1e-12)
@@ -185,18 +185,28 @@ def test_no_validation_rows_means_no_baselines(tmp_path):
 
 
 def test_missing_cells_dropped_or_forward_filled_within_a_series(tmp_path):
-    rows = [("a", 1, "x"), ("a", "", "y"), ("a", 3, "z"), ("a", "NA", "z"), ("a", 5, "z"),
-            ("b", 10, "z"), ("b", "null", "z"), ("b", 12, "z"), ("b", 13, "z")]  # fmt: skip
+    rows = [("a", 1, "x"), ("a", "", "y"), ("a", 3, "z"), ("a", 4, "z"), ("a", "NA", "z"),
+            ("a", 6, "z"), ("a", 7, "z"), ("b", 10, "z"), ("b", "null", "z"), ("b", 12, "z"),
+            ("b", 13, "z"), ("b", 14, "z")]  # fmt: skip
     path = write_csv(tmp_path, ["id", "v", "note"], rows)
-    with pytest.raises(DataError, match=r"s\.csv line 3, column 'v' is missing.*'drop'.*'ffill'"):
+    with pytest.raises(DataError, match=r"s\.csv line 3, column 'v' is missing.*drop.*ffill") as e:
         prepare_series(path, target="v", series_id="id")
+    assert e.value.options == ("data.missing",) and "missing=" not in str(e.value)
     filled = prepare_series(path, target="v", series_id="id", missing="ffill", valid_fraction=0.0)
     raw = original(filled.inputs_scaler, filled.train.inputs)[:, 0]
-    np.testing.assert_allclose(raw, [1, 1, 3, 3, 10, 10, 12], atol=1e-5)
+    np.testing.assert_allclose(raw, [1, 1, 3, 4, 4, 6, 10, 10, 12, 13], atol=1e-5)
+    # the pairs whose target was filled (rows 1, 4 of a; row 1 of b) stay, masked out
+    assert filled.train.mask.tolist() == [False, True, True, False, True, True, False, True, True, True]  # fmt: skip
+    assert "3 forward-filled target row(s) are never scored" in filled.reading()
     dropped = prepare_series(path, target="v", series_id="id", missing="drop", valid_fraction=0.0)
-    raw = original(dropped.targets_scaler, dropped.train.targets)[:, 0]
-    np.testing.assert_allclose(raw, [3, 5, 12, 13], atol=1e-5)  # pairs 1->3, 3->5 | 10->12, 12->13
-    assert dropped.train.starts.tolist() == [True, False, True, False]
+    ins = original(dropped.inputs_scaler, dropped.train.inputs)[:, 0]
+    outs = original(dropped.targets_scaler, dropped.train.targets)[:, 0]
+    # segments a: [1] [3 4] [6 7], b: [10] [12 13 14]; pairs never cross a gap
+    np.testing.assert_allclose(ins, [3, 6, 12, 13], atol=1e-5)
+    np.testing.assert_allclose(outs, [4, 7, 13, 14], atol=1e-5)
+    assert dropped.train.starts.tolist() == [True, True, True, False]  # a reset at each gap
+    assert dropped.dropped_rows == 3
+    assert "dropped 3 row(s) with missing cells; 3 gap(s)" in dropped.reading()
     first = write_csv(tmp_path, ["id", "v"], [("a", 1), ("a", 2), ("b", ""), ("b", 4)], "f.csv")
     with pytest.raises(DataError, match=r"line 4, column 'v' is missing at the start of series 'b'"):  # fmt: skip
         prepare_series(first, target="v", series_id="id", missing="ffill")
@@ -332,3 +342,183 @@ def test_daily_minimum_temperatures():
     assert scores["persistence"]["rmse"] == pytest.approx(rmse, rel=1e-9)
     assert scores["persistence"]["mae"] == pytest.approx(np.mean(np.abs(tail - before)), rel=1e-9)
     assert scores["mean"]["rmse"] == pytest.approx(math.sqrt(np.mean((tail - temps[1:3285].mean()) ** 2)))  # fmt: skip
+
+
+# -- gaps, filled values, horizons, columns (issue 25) -------------------------------------
+
+
+def test_a_dropped_gap_resets_the_state_there(tmp_path):
+    from tbptt.models import ModelConfig, RecurrentNet
+    from tbptt.train.evaluate import evaluation_batch
+
+    values = [float(v) for v in range(1, 13)]
+    values[5] = "NA"  # row 5 missing: rows 0..4 | 6..11 (an empty cell would be a blank line)
+    path = write_csv(tmp_path, ["v"], [(v,) for v in values])
+    data = prepare_series(path, target="v", missing="drop", valid_fraction=0.0)
+    assert data.train.starts.tolist() == [True] + [False] * 3 + [True] + [False] * 4
+    batch = evaluation_batch(data.train, 1)  # one column, the stream as the trainer reads it
+    assert batch.resets[:, 0].tolist() == data.train.starts.tolist()
+    torch.manual_seed(0)
+    config = ModelConfig(input_size=1, output_size=1, kind="gru", hidden_size=3, num_layers=1,
+                         embedding_size=0, dropout=0.0)  # fmt: skip
+    model = RecurrentNet(config).double().eval()
+    with torch.no_grad():
+        outputs, _ = model(batch.inputs.double(), resets=batch.resets)
+        after_gap, _ = model(batch.inputs[4:].double())  # a fresh state at the gap
+    torch.testing.assert_close(outputs[4:], after_gap, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        joined, _ = model(batch.inputs.double())  # without the reset the state crosses it
+    assert (joined[4:] - after_gap).abs().max() > 1e-6
+
+
+def test_filled_values_are_masked_so_metrics_score_only_observed_rows(tmp_path):
+    from tbptt.train.evaluate import evaluate, evaluation_batch
+    from tbptt.train.objectives import Regression
+
+    g = np.random.default_rng(5)
+    values = g.normal(size=40).cumsum().round(6)
+    cells = [f"{v:.6f}" for v in values]
+    for row in (7, 33, 36):  # one training target, two validation targets
+        cells[row] = "NA"
+    path = write_csv(tmp_path, ["v"], [(c,) for c in cells])
+    data = prepare_series(path, target="v", missing="ffill", valid_fraction=0.25)
+    observed = np.array([c != "NA" for c in cells])
+    assert data.train.mask.tolist() == observed[1:30].tolist()  # targets of pairs t = 0..28
+    assert data.valid.mask.tolist() == observed[30:].tolist()  # targets of pairs t = 29..38
+
+    class Doubling(torch.nn.Module):  # any fixed forecast will do: twice the input
+        def forward(self, inputs, state=None, gates=None, *, resets=None):
+            return 2 * inputs, state
+
+    objective = Regression(scale=data.targets_scaler.std)
+    sums = evaluate(Doubling(), evaluation_batch(data.valid, 3), objective=objective)
+    got = objective.summary(sums)
+    z_in = data.valid.inputs[:, 0].double().numpy()
+    predicted = (2 * z_in) * data.targets_scaler.std[0] + data.targets_scaler.mean[0]
+    actual = values[30:]  # the true targets of pairs t = 29..38
+    keep = observed[30:]
+    expected = math.sqrt(np.mean((predicted[keep] - actual[keep]) ** 2))
+    assert got["rmse"] == pytest.approx(expected, rel=1e-5)
+    assert data.scores(torch.from_numpy(predicted[:, None]))["rmse"] == pytest.approx(expected, rel=1e-12)  # fmt: skip
+    seen = values.copy()
+    for row in (7, 33, 36):
+        seen[row] = seen[row - 1]  # what a forecast made at that row knows: the filled value
+    persistence = seen[29:39]
+    rmse = math.sqrt(np.mean((persistence[keep] - actual[keep]) ** 2))
+    assert data.baselines()["persistence"]["rmse"] == pytest.approx(rmse, rel=1e-9)
+
+
+def test_direct_multi_horizon_targets_metrics_and_baselines_per_step(tmp_path):
+    g = np.random.default_rng(6)
+    values = g.normal(size=60).cumsum()
+    path = write_csv(tmp_path, ["v"], [(f"{v:.9f}",) for v in values])
+    data = prepare_series(path, target="v", horizon=3, direct=True, valid_fraction=0.2)
+    # n = 60, cut = 48: training pairs t + 3 < 48 (t = 0..44), validation t + 1 >= 48
+    assert data.horizons == (1, 2, 3) and data.shape.output_size == 3
+    assert data.output_columns == ("v@1", "v@2", "v@3")
+    assert len(data.train) == 45 and len(data.valid) == 57 - 47
+    t = np.arange(47, 57)
+    actual = np.stack([values[t + k] for k in (1, 2, 3)], axis=1)  # (10, 3)
+    np.testing.assert_allclose(original(data.targets_scaler, data.valid.targets), actual, atol=1e-5)
+    np.testing.assert_allclose(data.valid_actual.numpy(), actual, atol=1e-8)
+    predicted = actual + np.array([0.1, -0.2, 0.4])  # a forecast off by a known error per step
+    scores = data.scores(torch.from_numpy(predicted))
+    for k, err in zip((1, 2, 3), (0.1, 0.2, 0.4)):
+        assert scores[f"rmse@{k}"] == pytest.approx(err, rel=1e-6)
+        assert scores[f"mae@{k}"] == pytest.approx(err, rel=1e-6)
+    base = data.baselines()["persistence"]
+    for k in (1, 2, 3):
+        expected = math.sqrt(np.mean((values[t] - values[t + k]) ** 2))
+        assert base[f"rmse@{k}"] == pytest.approx(expected, rel=1e-9)
+    assert base["rmse"] == pytest.approx(math.sqrt(np.mean((values[t, None] - actual) ** 2)))
+    assert set(data.baseline_info["ar_order"]) == {"1", "2", "3"}
+
+
+def test_text_columns_are_one_hot_inputs_and_unseen_values_are_said(tmp_path):
+    wind = ["N", "S", "N", "E", "S", "N", "E", "S", "N", "S", "W", "N"]  # W only in validation
+    rows = [(f"2020-01-{i + 1:02d}", w, float(i % 5)) for i, w in enumerate(wind)]
+    path = write_csv(tmp_path, ["day", "Wind", "Temp"], rows)
+    data = prepare_series(path, target="Temp", inputs=["Temp", "Wind"], valid_fraction=0.25)
+    assert data.input_columns == ("Temp", "Wind=E", "Wind=N", "Wind=S", "Wind=<unknown>")
+    assert data.time_column == "day"  # found from its cells, whatever its header
+    assert data.valid_index == ["2020-01-10", "2020-01-11", "2020-01-12"]
+    assert "'Wind' reads as a category" in data.reading()
+    assert "column 'Wind': 1 row(s) hold values unseen in training ('W' x1)" in data.reading()
+    onehot = original(data.inputs_scaler, data.valid.inputs)[:, 1:].round(6)
+    np.testing.assert_array_equal(onehot, [[0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # N S W
+    # a column of numbers read as a category on purpose
+    forced = prepare_series(path, target="Temp", inputs=["Temp"], categorical=[], valid_fraction=0.25)  # fmt: skip
+    assert forced.input_columns == ("Temp",)
+    coded = write_csv(tmp_path, ["code", "Temp"], [(i % 3, float(i)) for i in range(12)], "c.csv")
+    data = prepare_series(coded, target="Temp", inputs=["Temp", "code"], categorical="code")
+    assert data.input_columns[1:] == ("code=0", "code=1", "code=2", "code=<unknown>")
+    with pytest.raises(DataError, match="target 'Wind' reads as a category"):
+        prepare_series(path, target="Wind")
+
+
+def test_month_cells_are_the_time_column_and_feed_calendar_inputs(tmp_path):
+    months = [f"{1749 + i // 12}-{i % 12 + 1:02d}" for i in range(36)]
+    path = write_csv(tmp_path, ["Month", "Sunspots"], [(m, float(i)) for i, m in enumerate(months)])
+    data = prepare_series(path, target="Sunspots", calendar=["month"], valid_fraction=0.25)
+    assert data.time_column == "Month" and data.valid_index[0] == "1751-04"
+    assert data.input_columns == ("Sunspots", "Month.month_sin", "Month.month_cos")
+    raw = original(data.inputs_scaler, data.train.inputs)
+    month = np.arange(len(raw)) % 12
+    np.testing.assert_allclose(raw[:, 1], np.sin(2 * np.pi * month / 12), atol=1e-5)
+    np.testing.assert_allclose(raw[:, 2], np.cos(2 * np.pi * month / 12), atol=1e-5)
+    with pytest.raises(DataError, match="calendar fields among month"):
+        prepare_series(path, target="Sunspots", calendar=["week"])
+    plain = write_csv(tmp_path, ["v"], [(float(i),) for i in range(12)], "p.csv")
+    with pytest.raises(DataError, match="calendar inputs read the time column"):
+        prepare_series(plain, target="v", calendar=["month"])
+
+
+def test_warm_up_opens_the_validation_with_masked_pairs(tmp_path):
+    values = np.arange(30, dtype=float)
+    path = write_csv(tmp_path, ["v"], [(v,) for v in values])
+    plain = prepare_series(path, target="v", valid_fraction=0.2)
+    warm = prepare_series(path, target="v", valid_fraction=0.2, warm_up=5)
+    assert len(warm.valid) == len(plain.valid) + 5
+    assert warm.valid.mask.tolist() == [False] * 5 + [True] * len(plain.valid)
+    assert torch.equal(warm.valid.inputs[5:], plain.valid.inputs)
+    np.testing.assert_allclose(original(warm.inputs_scaler, warm.valid.inputs[:5])[:, 0], values[18:23])  # fmt: skip
+    assert warm.baselines() == plain.baselines() and warm.scored_rows == len(plain.valid)
+
+
+def test_history_is_the_last_segment_read_as_in_training(tmp_path):
+    cells = ["1", "2", "NA", "4", "5", "6", "7", "8", "9", "10"]
+    path = write_csv(tmp_path, ["v"], [(c,) for c in cells])
+    data = prepare_series(path, target="v", missing="drop", valid_fraction=0.2)
+    history = original(data.inputs_scaler, data.history())[:, 0]
+    np.testing.assert_allclose(history, [4, 5, 6, 7, 8, 9, 10], atol=1e-5)  # after the gap
+    filled = prepare_series(path, target="v", missing="ffill", valid_fraction=0.2)
+    np.testing.assert_allclose(original(filled.inputs_scaler, filled.history())[:, 0], [1, 2, 2, 4, 5, 6, 7, 8, 9, 10], atol=1e-5)  # fmt: skip
+
+
+def test_real_series_baselines_include_season_and_autoregression():
+    if not TEMPERATURES.is_file():
+        pytest.skip(f"no daily minimum temperatures at {TEMPERATURES}")
+    data = prepare_series(TEMPERATURES, target="Temp")
+    scores = data.baselines()
+    assert set(scores) == {"persistence", "mean", "seasonal", "ar"}
+    assert scores["ar"]["rmse"] < scores["persistence"]["rmse"]
+    assert data.baseline_info["season"]["source"] == "detected"
+    assert 360 <= data.baseline_info["season"]["period"] <= 370  # a year of days
+    assert "season" in data.reading() and "AR baseline of order" in data.reading()
+
+
+def test_what_a_preparation_stores_reads_back_and_mangled_fields_are_one_line(tmp_path):
+    wind = ["N", "S", "N", "E"] * 5
+    rows = [(f"2020-01-{i + 1:02d}", w, float(i % 7)) for i, w in enumerate(wind)]
+    path = write_csv(tmp_path, ["day", "Wind", "Temp"], rows)
+    data = prepare_series(path, target="Temp", inputs=["Temp", "Wind"], calendar="dayofweek",
+                          horizon=2, direct=True, valid_fraction=0.25)  # fmt: skip
+    stored = json.loads(json.dumps(data.reading_meta()))
+    fields = SeriesData.fields_from_meta(stored)
+    for key, value in fields.items():
+        assert getattr(data, key) == value, key
+    assert SeriesData.fields_from_meta({}) == {}  # a preparation made before them
+    for key, bad in (("steps", [0]), ("categories", [{"column": 3}]), ("missing", "zero"),
+                     ("baseline_scores", {"ar": {"rmse": "x"}}), ("dropped_rows", -1)):  # fmt: skip
+        with pytest.raises(DataError, match=f"mangles {key}"):
+            SeriesData.fields_from_meta({**stored, key: bad})

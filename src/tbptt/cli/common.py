@@ -30,6 +30,7 @@ __all__ = [
     "add_optimizer_arguments",
     "run_config_from_args",
     "given_flags",
+    "with_recipe",
     "flag_hint",
     "model_config_for",
     "check_device",
@@ -90,6 +91,12 @@ FLAG_KEYS = {
     "series_id": "data.series_id",
     "time_column": "data.time_column",
     "missing": "data.missing",
+    "direct": "data.direct",
+    "season": "data.season",
+    "categorical": "data.categorical",
+    "calendar": "data.calendar",
+    "warm_up": "data.warm_up",
+    "highway": "model.highway",
     "model": "model.kind",
     "hidden_size": "model.hidden_size",
     "num_layers": "model.num_layers",
@@ -229,7 +236,42 @@ def add_data_arguments(g) -> None:
     g.add_argument(
         "--missing",
         choices=("error", "drop", "ffill"),
-        help="time series: missing cells are an error (default), dropped rows, or forward-filled",
+        help="time series: missing cells are an error (default), dropped rows (each gap starts "
+        "a new segment), or forward-filled (filled targets are never scored)",
+    )
+    g.add_argument(
+        "--direct",
+        action="store_true",
+        default=None,
+        help="time series: forecast every step 1..H of --horizon at once, with metrics per step",
+    )
+    g.add_argument(
+        "--season",
+        type=int,
+        metavar="N",
+        help="time series: the seasonal baseline's period in rows (default: detected from the "
+        "training rows' autocorrelation; 0: none)",
+    )
+    g.add_argument(
+        "--categorical",
+        type=_columns,
+        metavar="COL[,COL]",
+        help="time series: input columns read as categories, one-hot (text columns are found "
+        "by themselves)",
+    )
+    g.add_argument(
+        "--calendar",
+        type=_columns,
+        metavar="FIELD[,FIELD]",
+        help="time series: inputs from the time column: month, dayofweek, dayofyear, day, "
+        "hour, minute",
+    )
+    g.add_argument(
+        "--warm-up",
+        type=int,
+        metavar="N",
+        help=f"time series: validation opens each series with up to N earlier rows, unscored, "
+        f"so the state has read the series (default: {d.warm_up})",
     )
 
 
@@ -256,6 +298,14 @@ def add_model_arguments(g, defaults: ModelConfig | None = None) -> None:
         type=float,
         help=f"between the recurrent layers, and on the embedding and the head's input unless "
         f"given below (default: {d.dropout})",
+    )
+    g.add_argument(
+        "--highway",
+        type=int,
+        metavar="P",
+        help="time series: add a linear autoregression on the last P inputs to the output "
+        "(LSTNet; docs/forecasting.md); -1 (default): the order and ridge penalty chosen on "
+        "the training rows' tail, 0: none",
     )
     g.add_argument(
         "--embedding-dropout",
@@ -351,6 +401,18 @@ def flag_hint(options: tuple[str, ...]) -> str:
         f"--{d.replace('_', '-')}" for key in options for d, k in FLAG_KEYS.items() if k == key
     ]
     return f" (flags: {', '.join(flags)})" if flags else ""
+
+
+def with_recipe(config: RunConfig, data, given: set[str]) -> RunConfig:
+    """``config`` with the data's recipe (:meth:`tbptt.data.Dataset.recipe`) for every option
+    no flag set: a time series trains with the series recipe unless told otherwise."""
+    chosen = {FLAG_KEYS[dest] for dest in given if dest in FLAG_KEYS}
+    changes: dict[str, dict] = {}
+    for key, value in data.recipe().items():
+        if key not in chosen:
+            section, name = key.split(".")
+            changes.setdefault(section, {})[name] = value
+    return config.replace(**changes) if changes else config
 
 
 def given_flags(args) -> set[str]:

@@ -23,6 +23,7 @@ from tbptt.cli.common import (
     given_flags,
     model_config_for,
     run_config_from_args,
+    with_recipe,
 )
 from tbptt.data.config import load_dataset
 from tbptt.integrations.tensorboard import check_available, write_metrics_file
@@ -140,6 +141,7 @@ def compare_command(args) -> int:
         torch.set_num_threads(run.output.threads)
 
     data = load_dataset(run.data, seed=run.train.seed)
+    run = with_recipe(run, data, given_flags(args))  # the series recipe, where no flag chose
     run = dataclasses.replace(run, model=model_config_for(data, run.model, given=given_flags(args)))
     objective = build_objective(run, data)
     own_model = data.model is not None  # a task's own model (influence balancing)

@@ -22,6 +22,7 @@ from tbptt.cli.common import (
     check_device,
     given_flags,
     model_config_for,
+    with_recipe,
 )
 from tbptt.cli.outputs import closing_line, epoch_metrics, test_line
 from tbptt.cli.resume import check_continues, configure
@@ -217,7 +218,9 @@ def _prepare(args, out: Path, lock: RunLock, group: Group | None) -> Run:
     # The text defaults fixed, the options the data's kind reads (a preparation's own).
     config = dataclasses.replace(config, data=config.data.resolved().applied())
     data = load_dataset(config.data, seed=config.train.seed)
-    if found is None or not args.resume:  # the data's sizes (a resumed run has them saved)
+    if found is None or not args.resume:  # the data's recipe and sizes (a resumed run: saved)
+        config = with_recipe(config, data, given_flags(args))
+        strategy = parse_strategy(config.train.strategy)
         model = model_config_for(data, config.model, given=given_flags(args))
         config = dataclasses.replace(config, model=model)
     if found is not None:  # the data first (a vocabulary says more than its size)

@@ -83,6 +83,11 @@ class DataConfig:
     time_column: str | None = None
     missing: str = "error"
     valid_fraction: float = 0.1
+    direct: bool = False
+    season: int | None = None
+    categorical: tuple[str, ...] = ()
+    calendar: tuple[str, ...] = ()
+    warm_up: int = 1000
 
     def resolved_kind(self) -> str:
         """The name of the kind that reads this data (:func:`tbptt.data.kinds.kind_of`)."""
@@ -131,6 +136,11 @@ class DataConfig:
             "time_column": self.time_column,
             "valid_fraction": self.valid_fraction,
             "missing": self.missing,
+            "direct": self.direct,
+            "season": self.season,
+            "categorical": list(self.categorical),
+            "calendar": list(self.calendar),
+            "warm_up": self.warm_up,
         }
 
     def reading(self, path: str) -> DataConfig:
@@ -181,6 +191,10 @@ class DataConfig:
             out.append(f"valid fraction must be in [0, 1), got {self.valid_fraction}")
         if self.horizon < 1:
             out.append(f"forecast horizon must be >= 1, got {self.horizon}")
+        if self.season is not None and self.season < 0:
+            out.append(f"season must be >= 0 rows (0: none), got {self.season}")
+        if self.warm_up < 0:
+            out.append(f"warm-up must be >= 0 rows, got {self.warm_up}")
         if self.missing not in ("error", "drop", "ffill"):
             out.append(
                 f"unknown missing-value policy {self.missing!r}, expected error, drop or ffill"

@@ -116,6 +116,11 @@ class Dataset(Protocol):
         standardized series), else None."""
         ...
 
+    def recipe(self) -> dict[str, object]:
+        """The run options that measure best on this kind of data, as dotted keys
+        (``{"model.hidden_size": 32}``): a run's defaults where its user chose nothing."""
+        ...
+
 
 class DatasetBase:
     """The answers most kinds share: no test split, no vocabulary, no outputs of its own,
@@ -149,6 +154,14 @@ class DatasetBase:
 
     def target_scale(self) -> torch.Tensor | None:
         return None
+
+    def recipe(self) -> dict[str, object]:
+        return {}
+
+    #: (order, ridge penalty) of the linear highway a forecaster starts from (a series), else None
+    highway: tuple[int, float] | None = None
+    #: the evaluation columns the data must be scored in (a series: 1), else None (the config's)
+    eval_columns: int | None = None
 
 
 def split_digest(kind: str, splits: list[StreamData]) -> str:

@@ -32,7 +32,20 @@ __all__ = ["Kind", "KINDS", "kind_of", "family_of", "applied_options"]
 SERIES_SUFFIXES = (".csv", ".npy", ".npz")
 _TOKEN_OPTIONS = frozenset({"tokens", "normalize", "eos", "min_freq", "max_vocab"})
 _SERIES_OPTIONS = frozenset(
-    {"target", "inputs", "horizon", "series_id", "time_column", "missing", "valid_fraction"}
+    {
+        "target",
+        "inputs",
+        "horizon",
+        "series_id",
+        "time_column",
+        "missing",
+        "valid_fraction",
+        "direct",
+        "season",
+        "categorical",
+        "calendar",
+        "warm_up",
+    }
 )
 
 

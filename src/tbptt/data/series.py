@@ -2,14 +2,14 @@
 
 A table (``.csv`` with a header row; ``.npy`` 1-D or (N, C), columns "0".."C-1";
 ``.npz`` of 1-D columns named by key, or of one (N, C) array; read by
-:mod:`tbptt.data.table`) holds one row per time step of one or several series. At horizon h, pair t of a series reads the
-input columns at row t and has as target the target columns at row t + h; no
-pair crosses a series boundary. Each series of n rows is cut at its own row
-``cut = n - round(n * valid_fraction)``: a pair is for training when its
-*target* row is before the cut, for validation otherwise, so the validation
-targets are exactly the tail rows [cut, n) (rows [h, n) if cut < h) and no
-training target is a validation value (one series, n = 10, valid_fraction =
-0.3, h = 2)::
+:mod:`tbptt.data.table`, its columns by :mod:`tbptt.data.features`) holds one row per
+time step of one or several series. At horizon h, pair t of a series reads the input
+columns at row t and has as target the target columns at row t + h (``direct``: every
+step 1..h at once, the h x D targets step-major); no pair crosses a series boundary or a
+gap. Each series of n rows is cut at its own row ``cut = n - round(n * valid_fraction)``:
+a pair is for training when its last *target* row is before the cut, for validation when
+its first is at or after it, so no training target is a validation value (one series,
+n = 10, valid_fraction = 0.3, h = 2)::
 
     row       0    1    2    3    4    5    6  │  7    8    9        cut = 7
               └─ training rows: scalers fit ───┘  └─ tail ─┘
@@ -18,21 +18,28 @@ training target is a validation value (one series, n = 10, valid_fraction =
 
 Validation inputs may lie before the cut (x5, x6): they are observed values,
 not validation targets. Training pairs of all series are concatenated in file
-order, validation pairs likewise; ``starts`` is True at each series' first pair
-in each split (its state starts afresh), None for one series (h = 1,
-valid_fraction = 0.2)::
+order, validation pairs likewise; ``starts`` is True at each segment's first pair
+in each split (a series, or a stretch of one after a gap: its state starts afresh),
+None for one segment (h = 1, valid_fraction = 0.2)::
 
     series     a a a a a a │ b b b b b
     train      a0 a1 a2 a3   b0 b1 b2         starts 1 0 0 0 1 0 0
     valid      a4            b3               starts 1 1
 
+``mask`` is False where a target was forward-filled (``missing="ffill"``): the pair stays in
+the stream, its loss and metrics are not counted. With ``warm_up`` W > 0 the validation
+split opens each segment's validation pairs with up to W earlier pairs, masked out, so a
+stateful model is scored from a state (and an AR highway from lags) that has read the
+series, as the baselines read it; evaluated in one column per series, the validation then
+continues each series' stream.
+
 Inputs (N, F) and targets (N, D) are float32, standardized per column by
 :class:`Standardizer` s fitted on the training rows [0, cut) of every series
-only. Cells: empty, ``NA``, ``NaN`` or ``null`` (any case) is *missing*,
-handled by ``missing`` (one of :data:`MISSING`: raise, drop the row, or
-forward-fill within the series); any other non-number, or an infinite value,
-is always an error naming the file, line and column. Series ids and the time
-column (e.g. a Date, which labels the validation rows) are labels, not inputs.
+only. Series ids and the time column (e.g. a Date, found from its cells, which labels
+the validation rows and feeds ``calendar`` inputs) are labels, not inputs. The
+baselines a forecast is judged against (persistence, mean, seasonal naive, a linear
+autoregression: :mod:`tbptt.data.forecast`) are fitted on the training pairs only and
+scored on the same validation pairs, in the data's units.
 """
 
 from __future__ import annotations
@@ -45,14 +52,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tbptt.data.columns import Categories
 from tbptt.data.dataset import DatasetBase, DataShape
+from tbptt.data.features import MISSING, read_rows
+from tbptt.data.pairing import pair_rows, series_baselines, step_scores
 from tbptt.data.streams import StreamData
 from tbptt.data.table import Table, read_table
 from tbptt.errors import DataError
 
 __all__ = ["MISSING", "Standardizer", "SeriesData", "Table", "read_table", "prepare_series"]
 
-MISSING = ("error", "drop", "ffill")
 TIME_NAMES = frozenset({"date", "time", "timestamp", "datetime"})
 
 
@@ -113,26 +122,54 @@ class Standardizer:
         return cls(mean, std)
 
 
+#: The defaults of a run on a time series (docs/forecasting.md: measured on three real series).
+SERIES_RECIPE = {
+    "model.kind": "gru",
+    "model.hidden_size": 32,
+    "model.num_layers": 1,
+    "model.dropout": 0.0,
+    "train.strategy": "regular:35",
+    "train.batch_size": 1,
+    "train.epochs": 30,
+    "train.lr": 0.003,
+}
+
+
 @dataclass(frozen=True)
 class SeriesData(DatasetBase):
     """A forecasting data set: train / validation pairs and what is needed to read them.
 
     Attributes:
-        train: inputs (N_train, F) and targets (N_train, D), float32 standardized;
-            starts (N_train,) bool, True at each series' first pair (None for one series).
-        valid: the same layout for the validation pairs (N_valid may be 0).
-        input_columns: the F input column names; target_columns: the D target names.
-        horizon: h, the steps from an input row to its target row.
-        inputs_scaler, targets_scaler: fitted on the training rows [0, cut) of every series.
+        train: inputs (N_train, F) and targets (N_train, O), float32 standardized;
+            starts (N_train,) bool, True at each segment's first pair (None for one segment);
+            mask (N_train,) bool, False where a target was forward-filled (None: none was).
+        valid: the same layout for the validation pairs (N_valid may be 0); its mask is also
+            False on warm-up pairs. Only the rows where it is True are scored.
+        input_columns: the F input feature names (a number column's own name, ``Wind=NW``
+            for a category's one-hot columns, ``Date.month_sin`` for calendar inputs);
+            target_columns: the D target names.
+        horizon: h, the steps from an input row to its (last) target row.
+        inputs_scaler, targets_scaler: fitted on the training rows [0, cut) of every series
+            (the targets' repeated for each step of a direct forecast: O = len(steps) x D).
         series: the number of series.
-        valid_index: N_valid labels, one per validation target row: its time column
-            value (e.g. the date), else its 0-based data row number in the file.
-        valid_persistence: (N_valid, D) float64, original units: the target columns at
-            the input row t, the persistence forecast of the target at t + h.
-        valid_actual: (N_valid, D) float64, the validation targets in original units.
-        train_target_mean: (D,) the mean of the training pairs' targets, original units.
+        valid_index: N_valid labels, one per validation pair: its (first) target row's time
+            column value (e.g. the date), else its 0-based data row number in the file.
+        valid_persistence: (N_valid, O) float64, original units: the target columns at
+            the input row t, the persistence forecast of the targets at t + h.
+        valid_actual: (N_valid, O) float64, the validation targets in original units.
+        train_target_mean: (O,) the mean of the training pairs' targets, original units.
         source: the table it was read from (None: unknown); ``series_id`` and
             ``time_column``: its label columns (None: none).
+        steps: the steps ahead of the O / D outputs' blocks: (h,), or 1..h for a direct
+            forecast (() : (horizon,)).
+        columns_read: the table's input columns as named (() : ``input_columns``);
+            categories: the category columns' training values; calendar: the calendar
+            fields read from the time column; missing: the missing-cell policy.
+        baseline_scores: each baseline's RMSE and MAE on the scored validation pairs (and
+            per step, ``rmse@k``), computed when the table was read (None: persistence and
+            mean are computed from the tables above).
+        baseline_info: the season and the AR orders of the baselines.
+        notes: how the table was read, in words; dropped_rows: rows dropped for a missing cell.
     """
 
     train: StreamData
@@ -150,9 +187,20 @@ class SeriesData(DatasetBase):
     source: str | None = None
     series_id: str | None = None
     time_column: str | None = None
+    steps: tuple[int, ...] = ()
+    columns_read: tuple[str, ...] = ()
+    categories: tuple[Categories, ...] = ()
+    calendar: tuple[str, ...] = ()
+    missing: str = "error"
+    baseline_scores: dict | None = None
+    baseline_info: dict | None = None
+    notes: tuple[str, ...] = ()
+    dropped_rows: int = 0
 
     outputs = ("predictions",)
     model = None
+    # scored as each series' stream continues: one evaluation column (with ``warm_up``)
+    eval_columns = 1
 
     def train_split(self) -> StreamData:
         return self.train
@@ -160,8 +208,28 @@ class SeriesData(DatasetBase):
     def valid_split(self) -> StreamData:
         return self.valid
 
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        """The steps ahead of the output blocks: (h,) or (1, ..., h)."""
+        return self.steps or (self.horizon,)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """The O output names: the targets', or ``Temp@1``, ``Temp@2``, ... for a direct
+        forecast of several steps."""
+        if len(self.horizons) == 1:
+            return self.target_columns
+        return tuple(f"{c}@{k}" for k in self.horizons for c in self.target_columns)
+
+    @property
+    def highway(self) -> tuple[int, float] | None:
+        """(order, ridge penalty) of the regularized autoregression chosen on the training
+        pairs' tail, what a forecaster's highway starts from (None: none could be fitted)."""
+        found = (self.baseline_info or {}).get("highway")
+        return (int(found["order"]), float(found["penalty"])) if found else None
+
     def target_scale(self) -> torch.Tensor:
-        """(D,) the targets' standard deviations: a standardized error times this is in the
+        """(O,) the targets' standard deviations: a standardized error times this is in the
         data's own units."""
         return torch.tensor(self.targets_scaler.std, dtype=torch.float64)
 
@@ -169,7 +237,7 @@ class SeriesData(DatasetBase):
     def shape(self) -> DataShape:
         return DataShape(
             input_size=len(self.input_columns),
-            output_size=len(self.target_columns),
+            output_size=len(self.target_columns) * len(self.horizons),
             objective="regress",
         )
 
@@ -179,61 +247,185 @@ class SeriesData(DatasetBase):
             "inputs": list(self.input_columns),
             "targets": list(self.target_columns),
             "horizon": self.horizon,
+            "steps": list(self.horizons),
             "series": self.series,
             "train_rows": len(self.train),
             "valid_rows": len(self.valid),
+            "scored_rows": self.scored_rows,
+            "dropped_rows": self.dropped_rows,
+            "categories": [c.to_dict() for c in self.categories],
+            "calendar": list(self.calendar),
+            "baselines": self.baseline_info,
             "inputs_scaler": self.inputs_scaler.to_dict(),
             "targets_scaler": self.targets_scaler.to_dict(),
         }
 
+    def reading(self) -> str:
+        return "; ".join(self.notes)
+
+    def recipe(self) -> dict[str, object]:
+        """The series recipe measured best on the shared series (docs/forecasting.md): a small
+        GRU beside the regularized AR highway, one stream, 30 epochs."""
+        return dict(SERIES_RECIPE)
+
+    def reading_meta(self) -> dict:
+        """What a preparation stores besides the splits so that it loads as this data does
+        (JSON-ready; :meth:`fields_from_meta` reads it back)."""
+        return {
+            "steps": list(self.horizons),
+            "columns_read": list(self.columns_read or self.input_columns),
+            "categories": [c.to_dict() for c in self.categories],
+            "calendar": list(self.calendar),
+            "missing": self.missing,
+            "baseline_scores": self.baseline_scores,
+            "baseline_info": self.baseline_info,
+            "notes": list(self.notes),
+            "dropped_rows": self.dropped_rows,
+        }
+
+    @staticmethod
+    def fields_from_meta(meta: dict) -> dict:
+        """The keyword arguments of :class:`SeriesData` that :meth:`reading_meta` stored in a
+        preparation's ``meta``; a preparation made before them has none (the defaults).
+
+        Raises:
+            DataError: a field of the wrong type or size, in one line.
+        """
+        out = {}
+        bad = []
+        steps = meta.get("steps")
+        if steps is not None:
+            if not _ints(steps) or not steps or min(steps) < 1 or len(steps) > 10_000:
+                bad.append("steps")
+            else:
+                out["steps"] = tuple(steps)
+        for key in ("columns_read", "calendar", "notes"):
+            value = meta.get(key)
+            if value is not None:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    bad.append(key)
+                else:
+                    out[key] = tuple(value)
+        if meta.get("missing") is not None:
+            if meta["missing"] not in MISSING:
+                bad.append("missing")
+            else:
+                out["missing"] = meta["missing"]
+        if meta.get("categories") is not None:
+            try:
+                out["categories"] = tuple(Categories.from_dict(c) for c in meta["categories"])
+            except (DataError, TypeError):
+                bad.append("categories")
+        scores = meta.get("baseline_scores")
+        if scores is not None:
+            if not isinstance(scores, dict) or not all(
+                isinstance(v, dict) and all(_finite(x) for x in v.values()) for v in scores.values()
+            ):
+                bad.append("baseline_scores")
+            else:
+                out["baseline_scores"] = scores
+        if meta.get("baseline_info") is not None:
+            if not isinstance(meta["baseline_info"], dict):
+                bad.append("baseline_info")
+            else:
+                out["baseline_info"] = meta["baseline_info"]
+        dropped = meta.get("dropped_rows")
+        if dropped is not None:
+            if not _ints([dropped]) or dropped < 0:
+                bad.append("dropped_rows")
+            else:
+                out["dropped_rows"] = dropped
+        if bad:
+            raise DataError(f"the series preparation's meta.json mangles {', '.join(bad)}")
+        return out
+
+    @property
+    def scored(self) -> torch.Tensor:
+        """(N_valid,) bool: the validation pairs that are scored (not warm-up, not filled)."""
+        if self.valid.mask is None:
+            return torch.ones(len(self.valid), dtype=torch.bool)
+        return self.valid.mask.bool().cpu()
+
+    @property
+    def scored_rows(self) -> int:
+        return int(self.scored.sum())
+
+    def scores(self, predicted: torch.Tensor) -> dict[str, float]:
+        """RMSE and MAE in the data's units of ``predicted`` (N_valid, O) validation forecasts
+        (original units, one row per validation pair) over the scored pairs, and per step
+        (``rmse@k``, ``mae@k``) for a direct forecast of several steps."""
+        predicted = torch.as_tensor(predicted, dtype=torch.float64).reshape(len(self.valid), -1)
+        keep = self.scored
+        return step_scores(predicted[keep] - self.valid_actual[keep], self.horizons)
+
+    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
+        """Each baseline's RMSE and MAE, original units, over the scored validation pairs x O
+        outputs ({} if none): persistence (the value h steps earlier), mean (the training
+        targets' mean), seasonal (the value one season before) and ar (the autoregression
+        fitted on the training pairs; :mod:`tbptt.data.forecast`), per step too for a direct
+        forecast."""
+        if split != "valid" or self.scored_rows == 0:
+            return {}
+        if self.baseline_scores is not None:
+            return self.baseline_scores
+        mean = torch.tensor(self.train_target_mean, dtype=torch.float64)  # (O,)
+        keep = self.scored
+        actual = self.valid_actual[keep]
+        return {
+            name: step_scores(forecast - actual, self.horizons)
+            for name, forecast in (("persistence", self.valid_persistence[keep]), ("mean", mean))
+        }
+
     def history(self, path: str | Path | None = None) -> torch.Tensor:
-        """(P, F) standardized input rows of the last series of the table at ``path`` (default:
-        the table this data was read from), what a forecast continues.
+        """(P, F) standardized input rows of the last segment of the last series of the table
+        at ``path`` (default: the table this data was read from), read as in training (its
+        categories, calendar inputs and missing-cell policy: a gap dropped starts the segment
+        after it), what a forecast continues.
 
         Raises:
             DataError: no table to read (a preparation whose table is gone), a column the
-                run reads is missing, or a gap in the last series.
+                run reads is missing, or a missing cell the run's policy refuses.
         """
         path = path if path is not None else self.source
         if path is None or not Path(path).expanduser().is_file():
             where = f"the table it was read from ({path}) is gone" if path else "it keeps no table"
             raise DataError(f"no history to forecast from: {where}; give the table to continue")
         table = read_table(path)
-        missing = [c for c in (*self.input_columns, self.series_id) if c and c not in table.columns]
+        columns = self.columns_read or self.input_columns
+        wanted = (*columns, self.series_id, self.time_column if self.calendar else None)
+        missing = [c for c in wanted if c and c not in table.columns]
         if missing:
             raise DataError(
                 f"{table.path} has no column(s) {', '.join(map(repr, missing))} the run reads; "
                 f"available: {', '.join(map(repr, table.columns))}"
             )
-        start = 0
-        if self.series_id is not None:  # the last run of equal ids
-            last = table.label(self.series_id, len(table) - 1)
-            start = len(table)
-            while start > 0 and table.label(self.series_id, start - 1) == last:
-                start -= 1
-        values = np.stack([table.numbers(c)[start:] for c in self.input_columns], axis=1)  # (P, F)
-        if np.isnan(values).any():
-            row = start + int(np.flatnonzero(np.isnan(values).any(axis=1))[0])
-            raise DataError(
-                f"{table.where(row)}: a missing value in the history; a forecast reads every "
-                "row of the last series, so fill it (or give a table without gaps)"
-            )
-        return self.inputs_scaler.transform(torch.from_numpy(values))
+        rows = read_rows(
+            table,
+            inputs=columns,
+            targets=(),
+            series_id=self.series_id,
+            time_column=self.time_column,
+            categorical=[c.column for c in self.categories],
+            calendar=self.calendar,
+            missing=self.missing,
+        )
+        if not rows.segments:
+            raise DataError(f"{table.path} has no complete row to forecast from")
+        features, _ = rows.encode(
+            np.zeros(0, dtype=np.int64), {c.column: c for c in self.categories}
+        )
+        _, a, b = rows.segments[-1]
+        return self.inputs_scaler.transform(torch.from_numpy(features[a:b]))
 
-    def baselines(self, split: str = "valid") -> dict[str, dict[str, float]]:
-        """RMSE and MAE, original units, over all validation rows x D columns ({} if none) of
-        ``persistence`` (the value h steps earlier) and ``mean`` (the training targets' mean)."""
-        if split != "valid" or len(self.valid_actual) == 0:
-            return {}
-        mean = torch.tensor(self.train_target_mean, dtype=torch.float64)  # (D,)
-        scores = {}
-        for name, forecast in (("persistence", self.valid_persistence), ("mean", mean)):
-            error = forecast - self.valid_actual  # (N_valid, D)
-            scores[name] = {
-                "rmse": error.square().mean().sqrt().item(),
-                "mae": error.abs().mean().item(),
-            }
-        return scores
+
+def _ints(values) -> bool:
+    return isinstance(values, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    )
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _names(value: str | Sequence[str], what: str) -> tuple[str, ...]:
@@ -245,57 +437,24 @@ def _names(value: str | Sequence[str], what: str) -> tuple[str, ...]:
     return names
 
 
-def _series_bounds(table: Table, series_id: str | None) -> list[tuple[str, int, int]]:
-    """(id, first row, row after last) of each run of equal ids, in file order."""
-    if series_id is None:
-        return [("", 0, len(table))]
-    bounds, seen = [], set()
-    for row in range(len(table)):
-        name = table.label(series_id, row)
-        if bounds and bounds[-1][0] == name:
-            continue
-        if name in seen:
-            raise DataError(
-                f"{table.where(row)}: series {name!r} reappears after other series; "
-                f"sort the file by {series_id!r}, then by time"
-            )
-        seen.add(name)
-        if bounds:
-            bounds[-1] = (*bounds[-1][:2], row)
-        bounds.append((name, row, len(table)))
-    return bounds
+def _find_time_column(table: Table, labels: set) -> str | None:
+    """The first column, not an input, target or series id, whose cells are dates or times;
+    else the first named date, time, timestamp or datetime (any case)."""
+    free = [c for c in table.columns if c not in labels]
+    for column in free:
+        if table.kind(column) == "time":
+            return column
+    named = [c for c in free if c.lower() in TIME_NAMES]
+    return named[0] if named else None
 
 
-def _handle_missing(table, values, used, bounds, missing):
-    """Apply the missing-cell policy to (N, K) ``values``: (M, K) values, (M,) rows, bounds."""
-    rows = np.arange(len(values))
-    holes = np.isnan(values)  # (N, K)
-    if not holes.any():
-        return values, rows, bounds
-    row, col = np.argwhere(holes)[0]
-    where = f"{table.where(row)}, column {used[col]!r}"
-    if missing == "error":
-        raise DataError(
-            f"{where} is missing ({holes.sum()} missing cells in all); "
-            "pass missing='drop' to drop such rows or missing='ffill' to repeat the last value"
-        )
-    if missing == "drop":
-        keep = ~holes.any(1)
-        kept = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each row
-        bounds = [(name, int(kept[a]), int(kept[b])) for name, a, b in bounds]
-        return values[keep], rows[keep], bounds
-    values = values.copy()
-    for name, a, b in bounds:  # ffill within each series
-        if holes[a].any():
-            series = f"series {name!r}" if name else "the series"
-            raise DataError(
-                f"{table.where(a)}, column {used[holes[a].argmax()]!r} is missing at the start of "
-                f"{series}: no value to forward-fill; fill it in or pass missing='drop'"
-            )
-        last = np.where(holes[a:b], 0, np.arange(b - a)[:, None])  # (n, K) last seen row
-        last = np.maximum.accumulate(last, axis=0)
-        values[a:b] = np.take_along_axis(values[a:b], last, axis=0)
-    return values, rows, bounds
+def _options(value, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(name, str) and name for name in names):
+        raise DataError(f"Expected {what} to be names, got {value!r}")
+    return tuple(dict.fromkeys(names))
 
 
 def prepare_series(
@@ -304,15 +463,26 @@ def prepare_series(
     target: str | Sequence[str],
     inputs: str | Sequence[str] | None = None,
     horizon: int = 1,
+    direct: bool = False,
     series_id: str | None = None,
     time_column: str | None = None,
     valid_fraction: float = 0.1,
     missing: str = "error",
+    season: int | None = None,
+    categorical: str | Sequence[str] | None = None,
+    calendar: str | Sequence[str] | None = None,
+    warm_up: int = 0,
 ) -> SeriesData:
     """Read a table and make standardized train / validation forecasting pairs (module docs).
 
     ``inputs`` defaults to the target columns (autoregressive forecasting); ``time_column``
-    defaults to the first column named date, time, timestamp or datetime (any case), if any.
+    defaults to the first other column whose cells are dates or times (else one named date,
+    time, timestamp or datetime). ``direct``: forecast every step 1..``horizon`` at once.
+    ``categorical``: input columns read as categories whatever their cells (text columns
+    are found by themselves); ``calendar``: fields of the time column read as inputs (month,
+    dayofweek, dayofyear, day, hour, minute). ``season``: the seasonal baseline's period in
+    rows (None: detected from the training rows; 0: none). ``warm_up``: earlier pairs, masked
+    out, that open each segment's validation pairs (module docs).
     """
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
         raise DataError(f"Expected a horizon of at least 1 step, got {horizon!r}")
@@ -320,12 +490,17 @@ def prepare_series(
         raise DataError(f"Expected a valid fraction in [0, 1), got {valid_fraction}")
     if missing not in MISSING:
         raise DataError(f"Expected missing to be one of {MISSING}, got {missing!r}")
+    if not isinstance(direct, bool):
+        raise DataError(f"Expected direct to be True or False, got {direct!r}")
+    if isinstance(warm_up, bool) or not isinstance(warm_up, int) or warm_up < 0:
+        raise DataError(f"Expected a warm-up of at least 0 rows, got {warm_up!r}")
     table = read_table(path)
     targets = _names(target, "target")
     inputs = targets if inputs is None else _names(inputs, "inputs")
-    used = tuple(dict.fromkeys(inputs + targets))  # (K,) columns read as numbers
+    categorical, calendar = _options(categorical, "categorical"), _options(calendar, "calendar")
+    used = tuple(dict.fromkeys(inputs + targets))
     asked = used + tuple(name for name in (series_id, time_column) if name is not None)
-    unknown = [name for name in dict.fromkeys(asked) if name not in table.columns]
+    unknown = [name for name in dict.fromkeys(asked + categorical) if name not in table.columns]
     if unknown:
         raise DataError(
             f"{table.path} has no column(s) {', '.join(map(repr, unknown))}; "
@@ -335,63 +510,74 @@ def prepare_series(
         if name in used:
             raise DataError(f"the {role} {name!r} is a label; it cannot be an input or target")
     if time_column is None:
-        labels = set(used) | {series_id}
-        found = [c for c in table.columns if c.lower() in TIME_NAMES and c not in labels]
-        time_column = found[0] if found else None
+        time_column = _find_time_column(table, set(used) | {series_id})
+    rows = read_rows(
+        table,
+        inputs=inputs,
+        targets=targets,
+        series_id=series_id,
+        time_column=time_column,
+        categorical=categorical,
+        calendar=calendar,
+        missing=missing,
+    )
+    steps = tuple(range(1, horizon + 1)) if direct else (horizon,)
+    pairs = pair_rows(rows, steps, valid_fraction, warm_up, series_id is not None, missing)
+    features, names = rows.encode(pairs.training_rows)  # (M, F): categories fitted on training
+    y_rows = rows.targets  # (M, D)
+    inputs_scaler = Standardizer.fit(features[pairs.training_rows])
+    scaler = Standardizer.fit(y_rows[pairs.training_rows])
+    targets_scaler = Standardizer(scaler.mean * len(steps), scaler.std * len(steps))
 
-    values = np.stack([table.numbers(name) for name in used], axis=1)  # (N, K)
-    bounds = _series_bounds(table, series_id)
-    values, rows, bounds = _handle_missing(table, values, used, bounds, missing)
-    x_all = values[:, [used.index(c) for c in inputs]]  # (M, F)
-    y_all = values[:, [used.index(c) for c in targets]]  # (M, D)
+    def targets_at(t: np.ndarray) -> np.ndarray:  # (N, S x D), step-major
+        return np.concatenate([y_rows[t + k] for k in steps], axis=1)
 
-    fit_rows, train_t, valid_t, train_starts, valid_starts = [], [], [], [], []
-    for name, a, b in bounds:  # rows [a, b) of values are one series
-        n = b - a
-        if n <= horizon:
-            what = f"series {name!r}" if series_id is not None else "the series"
-            dropped = " after dropping rows with missing cells" if missing == "drop" else ""
-            raise DataError(
-                f"Expected series longer than the horizon h = {horizon}, got {n} rows in {what}"
-                f"{dropped}; use a smaller horizon or remove that series"
-            )
-        cut = n - round(n * valid_fraction)
-        k = max(cut - horizon, 0)  # training pairs t in [0, k), validation t in [k, n - h)
-        fit_rows += range(a, a + cut)
-        train_t += range(a, a + k)
-        valid_t += range(a + k, b - horizon)
-        train_starts += [t == a for t in range(a, a + k)]
-        valid_starts += [t == a + k for t in range(a + k, b - horizon)]
-    if len(train_t) < 2:
-        raise DataError(
-            f"Expected at least 2 training pairs, got {len(train_t)} ({len(values)} rows, "
-            f"horizon {horizon}, valid fraction {valid_fraction}); use more rows, a smaller "
-            "horizon or a smaller valid fraction"
+    def filled_at(t: np.ndarray) -> np.ndarray:  # (N,) any target filled
+        return np.stack([rows.filled[t + k] for k in steps], axis=1).any(1)
+
+    def split(t: np.ndarray, starts: np.ndarray, mask: np.ndarray) -> StreamData:
+        x = inputs_scaler.transform(torch.from_numpy(features[t])).float()  # (N, F)
+        y = targets_scaler.transform(torch.from_numpy(targets_at(t))).float()  # (N, O)
+        return StreamData(
+            x,
+            y,
+            torch.from_numpy(starts) if len(rows.segments) > 1 else None,
+            None if mask.all() else torch.from_numpy(mask),
         )
-    train_t, valid_t = np.array(train_t, dtype=np.int64), np.array(valid_t, dtype=np.int64)
-    inputs_scaler = Standardizer.fit(x_all[fit_rows])  # (rows, F): training rows only
-    targets_scaler = Standardizer.fit(y_all[fit_rows])  # (rows, D)
 
-    def split(t: np.ndarray, starts: list[bool]) -> StreamData:
-        x = inputs_scaler.transform(torch.from_numpy(x_all[t])).float()  # (N, F)
-        y = targets_scaler.transform(torch.from_numpy(y_all[t + horizon])).float()  # (N, D)
-        return StreamData(x, y, torch.tensor(starts, dtype=torch.bool) if len(bounds) > 1 else None)
-
+    train_mask = ~filled_at(pairs.train_t)
+    valid_mask = pairs.scored & ~filled_at(pairs.valid_t)
     label = (lambda row: table.label(time_column, row)) if time_column else str
+    fit_t = pairs.train_t[train_mask]
+    baseline_scores, baseline_info, said = series_baselines(
+        rows, features, names, targets, steps, fit_t, pairs.valid_t[valid_mask], season
+    )
+    notes = list(rows.notes) + said
+    if time_column is not None and table.kind(time_column) == "time":
+        notes.insert(0, f"time column {table.reading(time_column)}")
     return SeriesData(
-        train=split(train_t, train_starts),
-        valid=split(valid_t, valid_starts),
-        input_columns=inputs,
+        train=split(pairs.train_t, pairs.train_starts, train_mask),
+        valid=split(pairs.valid_t, pairs.valid_starts, valid_mask),
+        input_columns=names,
         target_columns=targets,
         horizon=horizon,
         inputs_scaler=inputs_scaler,
         targets_scaler=targets_scaler,
-        series=len(bounds),
-        valid_index=[label(row) for row in rows[valid_t + horizon].tolist()],
-        valid_persistence=torch.from_numpy(y_all[valid_t]),
-        valid_actual=torch.from_numpy(y_all[valid_t + horizon]),
-        train_target_mean=tuple(y_all[train_t + horizon].mean(0).tolist()),
+        series=len({name for name, _, _ in rows.segments}) if series_id else 1,
+        valid_index=[label(r) for r in rows.rows[pairs.valid_t + min(steps)].tolist()],
+        valid_persistence=torch.from_numpy(np.tile(y_rows[pairs.valid_t], (1, len(steps)))),
+        valid_actual=torch.from_numpy(targets_at(pairs.valid_t)),
+        train_target_mean=tuple(targets_at(fit_t).mean(0).tolist()),
         source=str(Path(path).expanduser()),
         series_id=series_id,
         time_column=time_column,
+        steps=steps,
+        columns_read=inputs,
+        categories=tuple(rows.categories),
+        calendar=calendar,
+        missing=missing,
+        baseline_scores=baseline_scores,
+        baseline_info=baseline_info,
+        notes=tuple(notes),
+        dropped_rows=rows.dropped,
     )

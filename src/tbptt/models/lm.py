@@ -75,6 +75,10 @@ class ModelConfig:
     # token ids (tbptt.models.adaptive); tie_weights: the output layer reuses the embedding
     adaptive_softmax: str = ""
     tie_weights: bool = False
+    # float features (a series): the lags of a linear autoregressive highway added to the
+    # output (tbptt.models.forecast.ForecastNet); -1: the order the data chose (a series'
+    # regularized AR, else none), 0: none
+    highway: int = -1
 
     @property
     def tokens(self) -> bool:
@@ -144,6 +148,12 @@ class ModelConfig:
             if rate is not None and not 0.0 <= rate < 1.0:
                 problems.append(f"{name.replace('_', ' ')} must be in [0, 1), got {rate}")
                 options.append(f"model.{name}")
+        if self.highway < -1 or (self.highway > 0 and self.tokens):
+            problems.append(
+                "a highway reads the last P float inputs (a time series): P >= 1, 0 (none) or "
+                f"-1 (the data's choice), got {self.highway}"
+            )
+            options.append("model.highway")
         if self.embedding_size < 0:
             problems.append(
                 f"embedding size must be >= 0 (0 = one-hot or identity), got {self.embedding_size}"

@@ -83,17 +83,22 @@ def sample(model, data: Dataset, config: RunConfig) -> str:
     return data.decode([*prefix_ids.tolist(), *sampled])  # one text: <eos> is a line end
 
 
-def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
-    """predictions.csv and predictions.png: validation forecasts in the data's own units."""
+def write_predictions(model, data, out: Path, config: RunConfig) -> tuple[list[Path], dict]:
+    """predictions.csv and predictions.png: validation forecasts in the data's own units (the
+    scored pairs: no warm-up, no filled target); and their metrics per step."""
     outputs = predict(
         model,
         data.valid_split(),
         batch_size=config.train.eval_batch_size,
         window=config.train.eval_window,
     )
-    predicted = data.targets_scaler.inverse(outputs.double().cpu())  # (N, D)
-    actual, persistence = data.valid_actual, data.valid_persistence
-    names = list(data.target_columns)
+    predicted = data.targets_scaler.inverse(outputs.double().cpu())  # (N, O)
+    metrics = data.scores(predicted)
+    keep = data.scored  # (N,)
+    predicted = predicted[keep]
+    actual, persistence = data.valid_actual[keep], data.valid_persistence[keep]
+    index = [label for label, k in zip(data.valid_index, keep.tolist()) if k]
+    names = list(data.output_columns)
     path = out / "predictions.csv"
     with io.StringIO(newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -101,7 +106,7 @@ def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
             [data.time_column or "index"]
             + [f"{n}{suffix}" for n in names for suffix in ("", "_predicted", "_persistence")]
         )
-        for i, label in enumerate(data.valid_index):
+        for i, label in enumerate(index):
             row = [label]
             for d in range(len(names)):
                 row += [f"{actual[i, d]:.6g}", f"{predicted[i, d]:.6g}", f"{persistence[i, d]:.6g}"]
@@ -110,7 +115,7 @@ def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
     plot = out / "predictions.png"
     with replacing(plot, keep_suffix=True) as tmp:
         plot_predictions(
-            data.valid_index,
+            index,
             actual.numpy(),
             predicted.numpy(),
             tmp,
@@ -118,7 +123,7 @@ def write_predictions(model, data, out: Path, config: RunConfig) -> list[Path]:
             names=names,
             title=f"validation forecasts, {data.horizon} step(s) ahead",
         )
-    return [path, plot]
+    return [path, plot], metrics
 
 
 def write_outputs(
@@ -165,7 +170,9 @@ def write_outputs(
             summary["sample_error"] = str(e)
             notes.append(f"no sample: {e}")
     if "predictions" in data.outputs and len(data.valid_split()) > 0:
-        written += write_predictions(trainer.model, data, out, config)
+        files, metrics = write_predictions(trainer.model, data, out, config)
+        written += files
+        summary.update({f"val_{k}": v for k, v in metrics.items() if "@" in k})  # per step
     summary["ran_on"] = ran
     write_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     written.append(out / "summary.json")

@@ -142,6 +142,8 @@ class Run:
         config.check()
         parse_interval(config.checkpoint.every)
         self.strategy = strategy or parse_strategy(config.train.strategy)
+        if data.eval_columns is not None:  # a series: scored as its stream continues
+            config = config.replace(train={"eval_batch_size": data.eval_columns})
         config = _as_recorded(config.replace(train={"strategy": self.strategy.spec}))
         self.directory = Path(directory)
         self.model, self.data, self.config, self.group = model, data, config, group
@@ -472,7 +474,10 @@ def saved_config(found: tuple[Path, dict]) -> RunConfig:
         raise CheckpointError(f"{path} is not a checkpoint of a tbptt run; use another directory")
     config = RunConfig.from_dict(payload["config"])
     # Output paths come from the command line (or the caller), never from a file.
-    return _as_recorded(config.replace(output={"tensorboard": None}))
+    config = config.replace(output={"tensorboard": None})
+    if "highway" not in payload["config"].get("model", {}):  # saved before the highway existed
+        config = config.replace(model={"highway": 0})
+    return _as_recorded(config)
 
 
 def _as_recorded(config: RunConfig) -> RunConfig:

@@ -13,6 +13,7 @@ from tbptt.data.dataset import Dataset
 from tbptt.data.streams import ids
 from tbptt.models.adaptive import frequency_cutoffs
 from tbptt.models.custom import StatefulModule
+from tbptt.models.forecast import ForecastNet
 from tbptt.models.influence import InfluenceBalancing
 from tbptt.models.lm import ModelConfig, RecurrentNet
 from tbptt.train.config import RunConfig
@@ -40,6 +41,9 @@ def model_config_for(
     if not shape.vocab_size and "embedding_size" not in options and "embedding_size" not in given:
         changes["embedding_size"] = 0
     config = dataclasses.replace(base or ModelConfig(), **changes)
+    if config.highway == -1:  # the data's choice: a series' regularized AR order, else none
+        chosen = data.highway
+        config = dataclasses.replace(config, highway=chosen[0] if chosen else 0)
     return _resolved_output(config, data, explicit=set(options) | set(given))
 
 
@@ -72,7 +76,8 @@ def model_title(config: RunConfig, data: Dataset) -> str:
     if data.model is not None:
         return DATA_MODELS[data.model][0]
     m = config.model
-    return f"{m.kind} {m.num_layers}x{m.hidden_size}"
+    highway = f" + AR({m.highway}) highway" if m.highway > 0 else ""
+    return f"{m.kind} {m.num_layers}x{m.hidden_size}{highway}"
 
 
 def build_model(config: RunConfig, data: Dataset) -> nn.Module:
@@ -81,6 +86,13 @@ def build_model(config: RunConfig, data: Dataset) -> nn.Module:
     log-frequencies)."""
     if data.model is not None:
         return DATA_MODELS[data.model][1](data)
+    if config.model.highway > 0:  # a series forecaster: starts as its regularized AR
+        model = ForecastNet(config.model, ar_order=config.model.highway)
+        chosen = data.highway
+        penalty = chosen[1] if chosen and chosen[0] == config.model.highway else 0.0
+        train = data.train_split()
+        model.fit_highway(train.inputs, train.targets, train.starts, train.mask, penalty=penalty)
+        return model
     model = RecurrentNet(config.model)
     prior = data.output_prior()
     if prior is not None and not config.model.output_size:

@@ -105,8 +105,9 @@ class TrainConfig:
     momentum: float = 0.0
     clip: float = 1.0
     sampling: str = "sequential"
-    eval_batch_size: int = 16
-    eval_window: int = 256
+    # how validation is laid out and scored (columns, rows per forward): never the training
+    eval_batch_size: int = field(default=16, metadata=RESUMABLE)
+    eval_window: int = field(default=256, metadata=RESUMABLE)
     nonfinite: str = field(default="stop", metadata=RESUMABLE)  # acts only on a NaN
     seed: int = 0
     device: str = field(default="cpu", metadata=RESUMABLE)

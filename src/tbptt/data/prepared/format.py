@@ -60,8 +60,16 @@ FORMAT = "tbptt-prepared"
 VERSION = 2  # 2: the marker file and the vocabulary's SHA-256
 META, TOKENS, STARTS = "meta.json", "tokens.bin", "starts.bin"
 INPUTS, TARGETS = "inputs.bin", "targets.bin"  # a time series (tbptt.data.prepared.series)
+MASK = "mask.bin"  # a time series: 1 where a row's loss counts (no filled target, no warm-up)
 MARKER = ".tbptt-prepared"
-WRITTEN = (META, TOKENS, STARTS, INPUTS, TARGETS)  # every file prepare may write, but the marker
+WRITTEN = (
+    META,
+    TOKENS,
+    STARTS,
+    INPUTS,
+    TARGETS,
+    MASK,
+)  # every file prepare may write, but the marker
 _AGAIN = "prepare it again with tbptt prepare"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MARKER_BYTES = 4096  # a marker is a short list of names: anything longer is not one

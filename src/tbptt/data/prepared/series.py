@@ -26,6 +26,7 @@ from tbptt.data.prepared.directory import Writer, check_target, write_prepared
 from tbptt.data.prepared.format import (
     FORMAT,
     INPUTS,
+    MASK,
     STARTS,
     TARGETS,
     VERSION,
@@ -72,6 +73,16 @@ def prepare_series_file(
             for split in (data.train, data.valid):
                 writer.write(split.starts.numpy())
             files[STARTS] = writer.close()
+        if data.train.mask is not None or data.valid.mask is not None:
+            writer = Writer(tmp / MASK)
+            for split in (data.train, data.valid):
+                mask = (
+                    split.mask
+                    if split.mask is not None
+                    else torch.ones(len(split), dtype=torch.bool)
+                )
+                writer.write(mask.numpy())
+            files[MASK] = writer.close()
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -91,6 +102,7 @@ def prepare_series_file(
             "valid_persistence": data.valid_persistence.tolist(),
             "valid_actual": data.valid_actual.tolist(),
             "train_target_mean": list(data.train_target_mean),
+            **data.reading_meta(),
             "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
             "source": {"path": str(Path(path).expanduser().resolve())},
             "files": files,
@@ -125,10 +137,12 @@ def series_files(meta: dict) -> dict[str, int]:
     n = meta["rows"]
     files = {
         INPUTS: n * 4 * len(meta["input_columns"]),
-        TARGETS: n * 4 * len(meta["target_columns"]),
+        TARGETS: n * 4 * len(meta["target_columns"]) * len(meta.get("steps") or [1]),
     }
     if STARTS in meta["files"]:
         files[STARTS] = n
+    if MASK in meta["files"]:
+        files[MASK] = n
     return files
 
 
@@ -146,7 +160,10 @@ def series_problems(meta: dict) -> list[str]:
         return [f"lacks or mangles {', '.join(wrong)}"]
     problems = []
     n, n_train, n_valid = meta["rows"], meta["train_rows"], meta["valid_rows"]
-    f, d = len(meta["input_columns"]), len(meta["target_columns"])
+    steps = meta.get("steps") or [1]
+    if not isinstance(steps, list) or not 1 <= len(steps) <= 10_000:
+        return ["lacks or mangles steps"]
+    f, d = len(meta["input_columns"]), len(meta["target_columns"]) * len(steps)
     if n != n_train + n_valid or n_train < 2 or n_valid < 0:
         problems.append(
             f"splits {n:,} rows into {n_train:,} training and {n_valid:,} validation ones"
@@ -174,7 +191,7 @@ def series_problems(meta: dict) -> list[str]:
             )
     if not _numbers(meta.get("train_target_mean"), d):
         problems.append(f"has a train_target_mean that is not {d} number(s)")
-    if (STARTS in meta["files"]) != (meta["series"] > 1):  # where each series' state resets
+    if meta["series"] > 1 and STARTS not in meta["files"]:  # where each series' state resets
         problems.append(
             f"has {meta['series']} series but {'a' if STARTS in meta['files'] else 'no'} {STARTS}"
         )
@@ -193,13 +210,18 @@ def load_series(path: Path, meta: dict) -> SeriesData:
     """The :class:`~tbptt.data.series.SeriesData` of a series preparation (``meta`` from
     :func:`~tbptt.data.prepared.format.read_meta`: checked, its files' sizes too)."""
     n, n_train = meta["rows"], meta["train_rows"]
-    f, d = len(meta["input_columns"]), len(meta["target_columns"])
+    f = len(meta["input_columns"])
+    d = len(meta["target_columns"]) * len(meta.get("steps") or [1])  # O: D per step
     inputs = _map(path / INPUTS, np.float32, (n, f))  # (N, F)
     targets = _map(path / TARGETS, np.float32, (n, d))  # (N, D)
     starts = _map(path / STARTS, np.bool_, (n,)) if STARTS in meta["files"] else None
+    mask = _map(path / MASK, np.bool_, (n,)) if MASK in meta["files"] else None
 
     def split(rows: slice) -> StreamData:
-        return StreamData(inputs[rows], targets[rows], starts[rows] if starts is not None else None)
+        kept = mask[rows] if mask is not None and not bool(mask[rows].all()) else None
+        return StreamData(
+            inputs[rows], targets[rows], starts[rows] if starts is not None else None, kept
+        )
 
     actual = torch.tensor(meta["valid_actual"], dtype=torch.float64).reshape(-1, d)
     persistence = torch.tensor(meta["valid_persistence"], dtype=torch.float64).reshape(-1, d)
@@ -216,4 +238,5 @@ def load_series(path: Path, meta: dict) -> SeriesData:
         valid_persistence=persistence,
         valid_actual=actual,
         train_target_mean=tuple(meta["train_target_mean"]),
+        **SeriesData.fields_from_meta(meta),
     )
