@@ -178,3 +178,23 @@ def test_resuming_a_finished_run_says_it_is_complete(series, tmp_path, capsys):
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "is complete (1 of 1 epochs" in printed and "epoch 2" not in printed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TEMPERATURES.is_file(), reason="needs daily-min-temperatures.csv")
+def test_the_readmes_series_example_prints_what_the_readme_shows(tmp_path, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    command = "tbptt train --data daily-min-temperatures.csv --target Temp"
+    assert f"```bash\n{command}\n```" in readme
+    shown = readme.split(f"{command}\n```", 1)[1].split("\n\n", 2)[1]
+    shown = " ".join(line.strip() for line in shown.splitlines())
+    argv = command.split()[1:]
+    argv[argv.index("--data") + 1] = str(TEMPERATURES)
+    assert main([*argv, "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    printed = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("validation")
+    )
+    assert printed == shown
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for name in ("persistence", "seasonal", "ar", "mean"):  # the recipe beats every baseline
+        assert summary["val_rmse"] < summary["baselines"][name]["rmse"], name
