@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tbptt.cli.common import FLAG_KEYS, run_config_from_args
 from tbptt.errors import CheckpointError, ConfigError
-from tbptt.run.run import saved_config
+from tbptt.run.resume import saved_config
 from tbptt.train import RunConfig
 from tbptt.train.checkpoint import latest_checkpoint
 

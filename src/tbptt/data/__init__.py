@@ -9,10 +9,10 @@ from tbptt.data.corpus import (
     load_corpus,
     read_text,
 )
+from tbptt.data.custom import StreamDataset
 from tbptt.data.dataset import (
     Dataset,
     DataShape,
-    StreamDataset,
     TextData,
     prepare_text,
     unigram_perplexity,

@@ -3,14 +3,13 @@ inputs and targets, its trivial baselines), and text as one: a vocabulary and to
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
+from tbptt.data.identity import ids_sha256, split_digest, text_identity
 from tbptt.data.streams import StreamData, split_stream
 from tbptt.data.tokenize import EOS, TokenIndexer, Vocab, compact_dtype, normalize, tokenize
 from tbptt.errors import DataError
@@ -19,9 +18,6 @@ __all__ = [
     "DataShape",
     "Dataset",
     "DatasetBase",
-    "StreamDataset",
-    "split_digest",
-    "text_identity",
     "TextData",
     "prepare_text",
     "prepare_corpus",
@@ -162,97 +158,6 @@ class DatasetBase:
     highway: tuple[int, float] | None = None
     #: the evaluation columns the data must be scored in (a series: 1), else None (the config's)
     eval_columns: int | None = None
-
-
-def split_digest(kind: str, splits: list[StreamData]) -> str:
-    """SHA-256 of ``kind`` and the tensors of ``splits`` (their values, types and shapes)."""
-    h = hashlib.sha256(kind.encode())
-    for split in splits:
-        for t in (split.inputs, split.targets, split.starts, split.mask):
-            h.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
-            h.update(str(None if t is None else (t.dtype, tuple(t.shape))).encode())
-    return h.hexdigest()
-
-
-def text_identity(
-    itos: list[str], sizes: tuple[int, ...], tokens_sha256: str, starts_sha256: str
-) -> str:
-    """The identity of a tokenized text: its vocabulary, its split sizes and the SHA-256 of
-    its ids laid end to end in their file type (``tokens.bin`` of its preparation) and of
-    its document starts (``starts.bin``; "" for none)."""
-    h = hashlib.sha256(b"text")
-    h.update("\x00".join(itos).encode("utf-8", "surrogatepass"))
-    h.update(f"|{sizes}|{tokens_sha256}|{starts_sha256}".encode())
-    return h.hexdigest()
-
-
-def ids_sha256(parts: list[torch.Tensor], vocab_size: int) -> str:
-    """SHA-256 of token ids laid end to end in the file type of a vocabulary of that size."""
-    from tbptt.data.prepared.format import file_dtype
-
-    dtype = file_dtype(vocab_size)
-    h = hashlib.sha256()
-    for part in parts:
-        array = part.cpu().numpy()
-        for i in range(0, len(array), 1 << 24):  # a block at a time: a mapped corpus stays mapped
-            h.update(np.ascontiguousarray(array[i : i + (1 << 24)].astype(dtype, copy=False)))
-    return h.hexdigest()
-
-
-@dataclass
-class StreamDataset(DatasetBase):
-    """Your own splits as a :class:`Dataset`: a training and a validation
-    :class:`~tbptt.data.StreamData` (or token tensors), optionally a test split.
-
-    Example::
-
-        data = StreamDataset(StreamData(x_train, y_train), StreamData(x_valid, y_valid))
-    """
-
-    train: StreamData
-    valid: StreamData
-    test: StreamData | None = None
-    name: str = "stream"
-    model = None
-
-    def __post_init__(self):
-        from tbptt.data.streams import as_stream_data
-
-        self.train = as_stream_data(self.train)
-        self.valid = as_stream_data(self.valid)
-        self.test = as_stream_data(self.test) if self.test is not None else None
-
-    def train_split(self) -> StreamData:
-        return self.train
-
-    def valid_split(self) -> StreamData:
-        return self.valid
-
-    def test_split(self) -> StreamData | None:
-        return self.test
-
-    @property
-    def shape(self) -> DataShape:
-        x, y = self.train.inputs, self.train.targets
-        tokens = not torch.is_floating_point(x)
-        classes = y is not None and not torch.is_floating_point(y)
-        ids = [t.inputs for t in (self.train, self.valid, self.test) if t is not None and len(t)]
-        vocab = max(int(t.max()) + 1 for t in ids) if tokens and ids else 0
-        if y is None:  # next-token
-            return DataShape(vocab_size=vocab)
-        width = 1 if y.dim() == 1 else y.shape[-1]
-        return DataShape(
-            vocab_size=vocab,
-            input_size=0 if tokens else (1 if x.dim() == 1 else x.shape[-1]),
-            output_size=int(y.max()) + 1 if classes and len(y) else width,
-            objective="classify" if classes else "regress",
-        )
-
-    def describe(self) -> dict:
-        out = {"kind": self.name, "train_rows": len(self.train), "valid_rows": len(self.valid)}
-        if self.test is not None:
-            out["test_rows"] = len(self.test)
-        return out
 
 
 def unigram_perplexity(train: torch.Tensor, valid: torch.Tensor, vocab_size: int) -> float:

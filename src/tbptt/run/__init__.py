@@ -2,7 +2,8 @@
 signals, resume and outputs (:class:`Run`), shared by ``tbptt train`` and your scripts."""
 
 from tbptt.run.outputs import ran_on, write_outputs
-from tbptt.run.run import RUN_FILES, Run, RunResult, check_same_data, restore_metrics
+from tbptt.run.resume import check_same_data, restore_metrics, saved_config
+from tbptt.run.run import RUN_FILES, Run, RunResult
 from tbptt.run.signals import Stopped, StopRequest
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "check_same_data",
     "ran_on",
     "restore_metrics",
+    "saved_config",
     "write_outputs",
 ]

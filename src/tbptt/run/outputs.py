@@ -8,6 +8,7 @@ import io
 import json
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,10 +21,86 @@ from tbptt.train import RunConfig, generate, read_metrics
 from tbptt.train.evaluate import predict, score
 from tbptt.train.objectives import Objective
 
-__all__ = ["ran_on", "write_outputs", "test_metrics", "sample", "write_predictions", "PLOT_STEPS"]
+__all__ = [
+    "RunResult",
+    "header_line",
+    "resume_line",
+    "epoch_line",
+    "ran_on",
+    "write_outputs",
+    "test_metrics",
+    "sample",
+    "write_predictions",
+    "PLOT_STEPS",
+]
 
 # The plot reads at most about this many step records back from metrics.jsonl (evenly thinned).
 PLOT_STEPS = 20_000
+
+
+@dataclass
+class RunResult:
+    """How a run ended.
+
+    Attributes:
+        code: 0 when it finished (or was already complete), 128 + the signal's number
+            when a signal stopped it (checkpointed), 130 when a second signal aborted it.
+        summary: summary.json's record (empty when it did not finish).
+        written: the files written at the end.
+        resumed_from: the checkpoint it continued (None: it started afresh).
+        stopped_by: the signal's name when one stopped it.
+        problem: why a run that finished still failed (code 2): it skipped more than
+            :data:`MAX_SKIPPED_SHARE` of its steps for non-finite values.
+    """
+
+    code: int
+    summary: dict = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    resumed_from: Path | None = None
+    stopped_by: str | None = None
+    problem: str | None = None
+
+
+def header_line(run) -> str:
+    """One line: the model, its size, the strategy, objective, data and directory."""
+    trainer, data = run.trainer, run.data
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    test = data.test_split()
+    size = f", vocabulary {data.shape.vocab_size}" if data.shape.vocab_size else ""
+    if test is not None:
+        size = f" / {len(test):,} test{size}"
+    if data.reading():
+        size += ", " + data.reading()
+    world = f", {run.group.world} processes" if run.group is not None else ""
+    return (
+        f"{run.title} ({n_params:,} parameters), {run.strategy.spec}, "
+        f"{trainer.objective.name}, {len(data.train_split()):,} training / "
+        f"{len(data.valid_split()):,} validation {data.unit}{size}{world}; "
+        f"run directory {run.directory}"
+    )
+
+
+def resume_line(run) -> str | None:
+    """Where a continued run stands (None: a new run)."""
+    if run.found is None:
+        return None
+    trainer, epochs, out = run.trainer, run.config.train.epochs, run.directory
+    if trainer.epoch >= epochs:
+        return (
+            f"{out} is complete ({trainer.epoch} of {epochs} epochs, step {trainer.step}, "
+            f"from {run.found[0]}); rewriting its outputs (train longer with more epochs)"
+        )
+    return (
+        f"resuming {out} from {run.found[0]} (epoch {trainer.epoch + 1} of {epochs}, "
+        f"step {trainer.step})"
+    )
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    metrics = "  ".join(
+        f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "val_"))
+    )
+    return f"epoch {record['epoch']}/{epochs}  {metrics}  {record['tokens_per_s']:,.0f} rows/s"
 
 
 def ran_on(config: RunConfig, world_size: int = 1) -> dict:

@@ -28,11 +28,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -40,11 +38,17 @@ from tqdm import tqdm
 
 from tbptt.atomic import remove_debris
 from tbptt.data.dataset import Dataset
-from tbptt.data.kinds import applied_options
-from tbptt.data.tokenize import vocab_difference
-from tbptt.errors import CheckpointError, TbpttError
+from tbptt.errors import CheckpointError
 from tbptt.integrations.tensorboard import MirroredMetrics, TensorBoardWriter
-from tbptt.run.outputs import ran_on, write_outputs
+from tbptt.run.outputs import (
+    RunResult,
+    epoch_line,
+    header_line,
+    ran_on,
+    resume_line,
+    write_outputs,
+)
+from tbptt.run.resume import as_recorded, check_same_data, restore_metrics, saved_config
 from tbptt.run.signals import Stopped, StopRequest
 from tbptt.train import MetricsWriter, Objective, RunConfig, Trainer
 from tbptt.train.build import build_objective
@@ -56,10 +60,9 @@ from tbptt.train.checkpoint import (
     parse_interval,
     write_atomically,
 )
-from tbptt.train.metrics import file_sha256
 from tbptt.truncation import Strategy, parse_strategy
 
-__all__ = ["Run", "RunResult", "RUN_FILES", "restore_metrics", "saved_config"]
+__all__ = ["Run", "RunResult", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -75,29 +78,6 @@ ALIVE_SECONDS = 30.0
 # after a kill, is removed once the run holds the directory's lock).
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "predictions.csv", "curves.png",
              "predictions.png")  # fmt: skip
-
-
-@dataclass
-class RunResult:
-    """How a run ended.
-
-    Attributes:
-        code: 0 when it finished (or was already complete), 128 + the signal's number
-            when a signal stopped it (checkpointed), 130 when a second signal aborted it.
-        summary: summary.json's record (empty when it did not finish).
-        written: the files written at the end.
-        resumed_from: the checkpoint it continued (None: it started afresh).
-        stopped_by: the signal's name when one stopped it.
-        problem: why a run that finished still failed (code 2): it skipped more than
-            :data:`MAX_SKIPPED_SHARE` of its steps for non-finite values.
-    """
-
-    code: int
-    summary: dict = field(default_factory=dict)
-    written: list[Path] = field(default_factory=list)
-    resumed_from: Path | None = None
-    stopped_by: str | None = None
-    problem: str | None = None
 
 
 class Run:
@@ -144,7 +124,7 @@ class Run:
         self.strategy = strategy or parse_strategy(config.train.strategy)
         if data.eval_columns is not None:  # a series: scored as its stream continues
             config = config.replace(train={"eval_batch_size": data.eval_columns})
-        config = _as_recorded(config.replace(train={"strategy": self.strategy.spec}))
+        config = as_recorded(config.replace(train={"strategy": self.strategy.spec}))
         self.directory = Path(directory)
         self.model, self.data, self.config, self.group = model, data, config, group
         self.objective = objective if objective is not None else build_objective(config, data)
@@ -296,36 +276,11 @@ class Run:
 
     def header(self) -> str:
         """One line: the model, its size, the strategy, objective, data and directory."""
-        trainer, data = self.trainer, self.data
-        n_params = sum(p.numel() for p in trainer.model.parameters())
-        test = data.test_split()
-        size = f", vocabulary {data.shape.vocab_size}" if data.shape.vocab_size else ""
-        if test is not None:
-            size = f" / {len(test):,} test{size}"
-        if data.reading():
-            size += ", " + data.reading()
-        world = f", {self.group.world} processes" if self.group is not None else ""
-        return (
-            f"{self.title} ({n_params:,} parameters), {self.strategy.spec}, "
-            f"{trainer.objective.name}, {len(data.train_split()):,} training / "
-            f"{len(data.valid_split()):,} validation {data.unit}{size}{world}; "
-            f"run directory {self.directory}"
-        )
+        return header_line(self)
 
     def resume_line(self) -> str | None:
         """Where a continued run stands (None: a new run)."""
-        if self.found is None:
-            return None
-        trainer, epochs, out = self.trainer, self.config.train.epochs, self.directory
-        if trainer.epoch >= epochs:
-            return (
-                f"{out} is complete ({trainer.epoch} of {epochs} epochs, step {trainer.step}, "
-                f"from {self.found[0]}); rewriting its outputs (train longer with more epochs)"
-            )
-        return (
-            f"resuming {out} from {self.found[0]} (epoch {trainer.epoch + 1} of {epochs}, "
-            f"step {trainer.step})"
-        )
+        return resume_line(self)
 
     def train(self, on_epoch_line: Callable[[dict], str] | None = None) -> RunResult:
         """Train to the last epoch under a progress bar, checkpointing on schedule, at each
@@ -388,7 +343,7 @@ class Run:
                 )
 
         def on_epoch(record):
-            line = on_epoch_line(record) if on_epoch_line else _epoch_line(record, epochs)
+            line = on_epoch_line(record) if on_epoch_line else epoch_line(record, epochs)
             say(line)
             alive["at"] = time.monotonic()
             self.checkpoint(checkpointer)
@@ -460,127 +415,3 @@ class Run:
                 "rate or set a gradient clip"
             )
         return result
-
-
-def saved_config(found: tuple[Path, dict]) -> RunConfig:
-    """The configuration a checkpoint was written with, its data section as its kind reads
-    it (a run saved before options were recorded by kind compares as it would be today).
-
-    Raises:
-        CheckpointError: the file is not a checkpoint of a tbptt run.
-    """
-    path, payload = found
-    if "config" not in payload or "trainer" not in payload:
-        raise CheckpointError(f"{path} is not a checkpoint of a tbptt run; use another directory")
-    config = RunConfig.from_dict(payload["config"])
-    # Output paths come from the command line (or the caller), never from a file.
-    config = config.replace(output={"tensorboard": None})
-    if "highway" not in payload["config"].get("model", {}):  # saved before the highway existed
-        config = config.replace(model={"highway": 0})
-    return _as_recorded(config)
-
-
-def _as_recorded(config: RunConfig) -> RunConfig:
-    """``config`` with its data section as its kind reads it (text defaults fixed, options
-    the kind ignores at their defaults): how a run records it, and compares it."""
-    try:
-        data, _ = applied_options(config.data.resolved())
-    except TbpttError:  # the data cannot be read as it was: loading it says why
-        return config
-    return dataclasses.replace(config, data=data)
-
-
-def _epoch_line(record: dict, epochs: int) -> str:
-    metrics = "  ".join(
-        f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "val_"))
-    )
-    return f"epoch {record['epoch']}/{epochs}  {metrics}  {record['tokens_per_s']:,.0f} rows/s"
-
-
-def check_same_data(found: tuple[Path, dict], data: Dataset, identity: str | None = None) -> None:
-    """Refuse to continue a checkpoint on another vocabulary or other data.
-
-    The data's identity (:meth:`tbptt.data.Dataset.identity`) is the same for a text and
-    its preparation, a CSV and its prepared series. Checkpoints written before identities
-    hold an older digest (``data_sha1``), compared as it was.
-    """
-    from tbptt.data.config import data_digest
-
-    path, payload = found
-    vocab, mine = payload.get("vocab"), data.vocabulary()
-    if vocab is not None and mine is not None and list(vocab) != mine:
-        raise CheckpointError(
-            f"the checkpoint {path} has another vocabulary ({vocab_difference(vocab, mine)}); "
-            "continue it on the same data, tokens and normalization, or use another directory",
-            options=("data.path", "data.tokens", "data.normalize"),
-        )
-    if "data_identity" in payload:
-        same = payload["data_identity"] == (identity or data.identity())
-    else:
-        same = payload.get("data_sha1") in (None, data_digest(data))
-    if not same:
-        raise CheckpointError(
-            f"the checkpoint {path} was trained on other data (same shape, different values); "
-            "continue it on the same data (or its preparation), or use another directory",
-            options=("data.path",),
-        )
-
-
-def restore_metrics(path: Path, payload: dict) -> None:
-    """Put ``path`` back to what it held when the checkpoint was written.
-
-    The checkpoint holds the file's length and the SHA-256 of those bytes
-    (``metrics_position``): the file is cut back to that length, so the lines an
-    interrupted run wrote after the checkpoint are written again by the resumed run
-    and none is missing or appears twice. A file shorter than that, or whose first
-    bytes differ, is refused (the run's history is gone; it cannot be rebuilt).
-    Checkpoints of older versions hold the lines themselves (``metrics``) or their
-    count (``metrics_lines``).
-
-    Raises:
-        CheckpointError: the file is missing, shorter or different, or cannot be written.
-    """
-    position = payload.get("metrics_position")
-    if position is not None:
-        _cut_metrics(path, int(position["bytes"]), str(position["sha256"]))
-        return
-    lines = payload.get("metrics")
-    if lines is not None:
-        write_atomically(path, "".join(line + "\n" for line in lines))
-        return
-    _truncate_metrics(path, payload.get("metrics_lines"))
-
-
-def _cut_metrics(path: Path, length: int, sha256: str) -> None:
-    fix = "restore the file, or start a new run in another directory"
-    try:
-        size = path.stat().st_size if path.is_file() else 0
-        if size < length:
-            raise CheckpointError(
-                f"{path} holds {size} bytes, fewer than the {length} written before the "
-                f"checkpoint; {fix}"
-            )
-        _, digest = file_sha256(path, length)
-        if digest.hexdigest() != sha256:
-            raise CheckpointError(
-                f"{path} differs from the file the checkpoint was written with (its first "
-                f"{length} bytes have another SHA-256); {fix}"
-            )
-        if size > length:  # the lines written after the checkpoint
-            os.truncate(path, length)
-    except OSError as e:
-        raise CheckpointError(f"cannot restore {path}: {e.strerror or e}") from e
-
-
-def _truncate_metrics(path: Path, lines: int | None) -> None:
-    """Cut ``path`` back to its first ``lines`` lines (checkpoints that hold only the count)."""
-    if lines is None:
-        return
-    raw = path.read_bytes() if path.is_file() else b""
-    kept = raw.split(b"\n")[:lines]
-    if len(kept) < lines or (lines and not raw.startswith(b"\n".join(kept) + b"\n")):
-        raise CheckpointError(
-            f"{path} has fewer lines than the {lines} written before the checkpoint; "
-            "restore the file or start a new run in another directory"
-        )
-    write_atomically(path, b"".join(line + b"\n" for line in kept))
