@@ -773,3 +773,13 @@ def test_a_run_that_skipped_most_steps_fails_with_its_outputs_kept(tmp_path, tex
     last = err.strip().splitlines()[-1]  # (after "no sample": its outputs are non-finite)
     assert code == 2 and "skipped for non-finite values" in last and "Traceback" not in err, err
     assert (run / "curves.png").is_file() and (run / "checkpoint.pt").is_file()
+
+
+def test_weights_that_do_not_fit_say_which_sizes_differ(trained):
+    def other_size(payload):
+        payload["config"]["model"]["hidden_size"] = 9  # the weights stay of hidden size 6
+
+    _recrafted(trained, other_size)
+    code, _, err = cli("evaluate", trained)
+    line = one_line(err)
+    assert code == 2 and "torch.Size([18, 4])" in line and "torch.Size([27, 4])" in line, line

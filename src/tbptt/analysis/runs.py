@@ -67,9 +67,21 @@ def load_model(
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"the weights in {path} do not fit its model config: {first}") from e
+        raise CheckpointError(
+            f"the weights in {path} do not fit its model config: {_mismatch(str(e))}"
+        ) from None
     return model, data, config
+
+
+def _mismatch(message: str) -> str:
+    """What torch's 'Error(s) in loading state_dict' says differs, in one line: the first
+    tensors whose sizes differ, else the missing and unexpected names."""
+    details = [line.strip() for line in message.splitlines()[1:] if line.strip()]
+    sizes = [d.removeprefix("size mismatch for ") for d in details if d.startswith("size mismatch")]
+    if sizes:
+        more = f" (and {len(sizes) - 2} more)" if len(sizes) > 2 else ""
+        return "; ".join(s.rstrip(".") for s in sizes[:2]) + more
+    return " ".join(details)[:300] or message.strip().splitlines()[0]
 
 
 def _reading(config: DataConfig, data_path: str, path) -> DataConfig:
