@@ -113,7 +113,9 @@ def test_a_series_checkpoint_is_analyzed_with_its_own_data_and_weights(series, t
     )
     blocks = json.loads((tmp_path / "s" / "spectrum.json").read_text())["blocks"]
     saved = torch.load(run / "checkpoint.pt", weights_only=True)["trainer"]["model"]
-    w_hh = saved["recurrent.core.weight_hh_l0"].double()  # (3 H, H): reset, update, candidate
+    # (a series run's model is a forecaster: its core's blocks are the recurrence)
+    (key,) = [k for k in saved if k.endswith("recurrent.core.weight_hh_l0")]
+    w_hh = saved[key].double()  # (3 H, H): reset, update, candidate
     for block, matrix in zip(blocks, w_hh.chunk(3, 0)):
         expected = torch.linalg.svdvals(matrix).tolist()
         assert block["singular_values"] == pytest.approx(expected, abs=1e-6)

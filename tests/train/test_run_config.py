@@ -35,6 +35,12 @@ OTHER = {
     "data.max_vocab": 100,
     "data.strip_gutenberg": True,
     "data.cache_dir": "cache/",
+    "data.direct": True,
+    "data.season": 12,
+    "data.categorical": ("Wind",),
+    "data.calendar": ("month",),
+    "data.warm_up": 10,
+    "model.highway": 4,
     "model.adaptive_softmax": "5,10",
     "model.tie_weights": True,
     "model.vocab_size": 30,
@@ -87,6 +93,8 @@ MAY_CHANGE = {
     "train.max_steps",
     "train.nonfinite",
     "train.device",
+    "train.eval_batch_size",
+    "train.eval_window",
     "checkpoint.every",
     "checkpoint.keep",
     "output.prefix",
@@ -121,7 +129,9 @@ def test_each_option_either_may_change_on_resume_or_is_refused(key):
 
 def test_the_list_of_what_may_change_lives_on_the_fields():
     assert RunConfig.resumable_keys() == MAY_CHANGE
-    assert resumable_fields(TrainConfig) == {"epochs", "max_steps", "nonfinite", "device"}
+    assert resumable_fields(TrainConfig) == {
+        "epochs", "max_steps", "nonfinite", "device", "eval_batch_size", "eval_window"
+    }  # fmt: skip
     epochs = next(f for f in dataclasses.fields(TrainConfig) if f.name == "epochs")
     assert epochs.metadata == RESUMABLE
 

@@ -68,6 +68,8 @@ def _model_info(model: nn.Module) -> dict:
     """The built-in model's configuration, else the module's name and size."""
     if isinstance(model, RecurrentNet):
         return model.config.to_dict()
+    if isinstance(getattr(model, "config", None), ModelConfig):  # a forecaster: its core's
+        return model.config.to_dict()
     inner = getattr(model, "module", model)
     return {
         "module": type(inner).__name__,
@@ -75,13 +77,17 @@ def _model_info(model: nn.Module) -> dict:
     }
 
 
-def _built_in_only(model: nn.Module, name: str) -> None:
-    """jacobian and spectrum read the built-in model's recurrent blocks and per-step path."""
+def _built_in_only(model: nn.Module, name: str) -> RecurrentNet:
+    """The built-in recurrent net whose blocks and per-step path jacobian and spectrum read: the
+    model itself, or a forecaster's core (its highway's lags are data, never a recurrence)."""
+    if isinstance(getattr(model, "core", None), RecurrentNet):
+        model = model.core
     if not isinstance(model, RecurrentNet):
         raise ConfigError(
             f"analyze {name} needs the built-in recurrent model (RecurrentNet), got "
             f"{_describe(model)}; analyze bias measures any model"
         )
+    return model
 
 
 def _curve(label: str, log_norms: torch.Tensor, fit: dict, radius: float | None) -> dict:
@@ -244,7 +250,7 @@ def jacobian_lab(
         ConfigError: the model is not a built-in ``RecurrentNet``.
         DataError: the split is too short for the windows.
     """
-    _built_in_only(model, "jacobian")
+    model = _built_in_only(model, "jacobian")
     out = Path(out)
     model = measuring_copy(model)
     w = stream_windows(data, length=length, streams=streams, warmup=warmup, offset=offset)
@@ -297,7 +303,7 @@ def spectrum_lab(model: nn.Module, out: str | Path) -> dict:
     Raises:
         ConfigError: the model is not a built-in ``RecurrentNet``.
     """
-    _built_in_only(model, "spectrum")
+    model = _built_in_only(model, "spectrum")
     out = Path(out)
     blocks = spectrum(model)
     figure = plot_spectrum(blocks, out / "spectrum.png", title=_describe(model))
