@@ -126,3 +126,79 @@ def test_compare_on_a_time_series_and_on_a_task(tmp_path, capsys):
     stdout = capsys.readouterr().out
     # The learned-or-not verdict is computed against the task's baseline.
     assert "The task is learned only by strategies" in stdout and "always predict 1" in stdout
+
+
+def tiny_series(tmp_path) -> Path:
+    series = tmp_path / "s.csv"
+    rows = [f"2000-01-{1 + i % 28:02d},{(i * 7) % 13 + 0.5 * i:.2f}" for i in range(120)]
+    series.write_text("Date,Temp\n" + "\n".join(rows) + "\n")
+    return series
+
+
+SERIES_ENTRIES = ["regular:35", "randomized:35", "full:checkpoint", "windows:35"]
+
+
+def test_compare_on_a_series_defaults_to_stateful_against_random_windows(tmp_path, capsys):
+    # A tiny CSV: the series recipe's entries (K = 35, its regular:35), the forecaster
+    # with its highway, and the carried-state verdict.
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", str(tiny_series(tmp_path)), "--target", "Temp", "--out",
+            str(out), "--hidden-size", "3", "--budget-epochs", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith(f"tbptt compare: {' '.join(SERIES_ENTRIES)} x seeds 0; gru 1x3 + AR(")
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        f"{e.replace(':', '-')}-seed0" for e in SERIES_ENTRIES
+    )
+    assert re.search(r"^\| windows:35 \| \d", stdout, flags=re.M)
+    verdict = re.search(
+        r"^- Carrying the state along the stream beats random windows with a fresh state\. "
+        r"(SUPPORTED|NOT SUPPORTED|INCONCLUSIVE): Final validation rmse, in the data's units",
+        stdout,
+        flags=re.M,
+    )
+    assert verdict, stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"][-1]["outcome"] == verdict.group(1).lower()
+    records = [json.loads(line) for line in (out / "runs/windows-35-seed0/metrics.jsonl").open()]
+    assert records[-1]["sampling"] == "random"
+    report = (out / "report.md").read_text()
+    assert "windows:35: windows at random offsets, each from a fresh state" in report
+    assert "highway (ForecastNet)" in report
+
+
+def test_a_series_without_a_budget_trains_its_recipe_epochs(tmp_path, capsys, monkeypatch):
+    import tbptt.cli.compare as cli
+
+    asked = []
+
+    def before_training(data, config, **kwargs):
+        asked.append(config)
+        raise KeyboardInterrupt  # nothing trained: only what would have been
+
+    monkeypatch.setattr(cli, "run_comparison", before_training)
+    argv = ["compare", "--data", str(tiny_series(tmp_path)), "--target", "Temp", "--out",
+            str(tmp_path / "cmp"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 130
+    assert "budget per run: 30 epochs" in capsys.readouterr().out
+    (config,) = asked
+    assert list(config.strategies) == SERIES_ENTRIES
+    assert (config.budget_epochs, config.budget_seconds) == (30, None)
+    # --strategies and a budget flag, once given, are what runs.
+    argv += ["--strategies", "regular:5", "windows:5", "--budget-seconds", "2"]
+    assert main(argv) == 130
+    assert list(asked[-1].strategies) == ["regular:5", "windows:5"]
+    assert (asked[-1].budget_epochs, asked[-1].budget_seconds) == (None, 2)
+
+
+def test_windows_entries_in_help_and_errors(text_file, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    help_text = capsys.readouterr().out
+    assert "windows:K" in help_text and "fresh state" in help_text
+    argv = ["compare", "--data", str(text_file), "--out", str(tmp_path / "x"), *TINY]
+    assert main([*argv, "--strategies", "regular:6", "windows:0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "windows takes one window length" in err[0]
+    assert main([*argv, "--strategies", "windows:6", "windows:6"]) == 2
+    assert "each strategy once" in capsys.readouterr().err

@@ -33,18 +33,31 @@ from tbptt.train.build import model_title
 from tbptt.train.compare import (
     DEFAULT_STRATEGIES,
     CompareConfig,
+    forecast_entries,
     load_comparison,
+    parse_entry,
     run_comparison,
 )
-from tbptt.truncation import parse_strategy
+from tbptt.truncation import RegularTruncation, parse_strategy
 
 DEFAULT_SECONDS = 60.0
 
 EPILOG = (
     STRATEGY_HELP
     + """
+entries: --strategies takes strategy specs and
+  windows:K         regular:K windows drawn at random offsets, each from a fresh state
+                    (what forecasting libraries train on), beside the stateful entries
+                    whose windows follow the stream in order with the state carried
+default entries: a time series: regular:K randomized:K full:checkpoint windows:K, K the
+  series recipe's (35), and a verdict on whether carrying the state won; other data:
+  """
+    + " ".join(DEFAULT_STRATEGIES)
+    + """
+
 budget: each run stops at the first of --budget-epochs, --budget-seconds (training
-seconds, evaluation excluded), --budget-tokens; with none given, --budget-seconds 60.
+seconds, evaluation excluded), --budget-tokens; with none given, a time series trains
+its recipe's epochs (30), other data --budget-seconds 60.
 
 writes into --out: report.md and report.html (figures embedded), cuts.png,
 validation.png, gap.png, grad_norms.png, summary.json, comparison.json and
@@ -66,9 +79,9 @@ def compare_parser(sub) -> None:
     g.add_argument(
         "--strategies",
         nargs="+",
-        default=list(DEFAULT_STRATEGIES),
         metavar="SPEC",
-        help=f"strategy specs (default: {' '.join(DEFAULT_STRATEGIES)})",
+        help="strategy specs and windows:K (random windows, fresh state); default: for a time "
+        f"series {' '.join(forecast_entries(35))}, else {' '.join(DEFAULT_STRATEGIES)}",
     )
     g.add_argument(
         "--seeds",
@@ -116,16 +129,26 @@ def compare_parser(sub) -> None:
     p.set_defaults(command=compare_command)
 
 
+def _entries(data, strategy: str) -> tuple[str, ...]:
+    """The default entries: a time series' (the stateful strategies and random windows with
+    a fresh state, of its recipe's K), else the text defaults."""
+    if "predictions" not in data.outputs:  # not a forecast
+        return DEFAULT_STRATEGIES
+    recipe = parse_strategy(strategy)
+    return forecast_entries(recipe.k if isinstance(recipe, RegularTruncation) else 35)
+
+
 def compare_command(args) -> int:
-    specs = [parse_strategy(s).spec for s in args.strategies]
+    given = [parse_entry(s).name for s in args.strategies] if args.strategies else None
     budgets = (args.budget_epochs, args.budget_seconds, args.budget_tokens)
-    seconds = DEFAULT_SECONDS if all(b is None for b in budgets) else args.budget_seconds
+    no_budget = all(b is None for b in budgets)
+    seconds = DEFAULT_SECONDS if no_budget else args.budget_seconds
     # The same flags as tbptt train, through the same RunConfig (a NaN is counted, not fatal).
     run = run_config_from_args(args, base=RunConfig(train=TrainConfig(nonfinite="skip")))
     run.check()
     check_device(run.train.device)
     config = CompareConfig(
-        strategies=tuple(specs),
+        strategies=tuple(given or DEFAULT_STRATEGIES),
         seeds=tuple(args.seeds),
         budget_epochs=args.budget_epochs,
         budget_seconds=seconds,
@@ -136,13 +159,22 @@ def compare_command(args) -> int:
         evals_per_epoch=args.evals_per_epoch,
         eval_seconds=args.eval_seconds or (seconds / 5 if seconds else None),
     )
-    config.check()
+    config.check()  # before the data is read
     if run.output.threads:
         torch.set_num_threads(run.output.threads)
 
     data = load_dataset(run.data, seed=run.train.seed)
     run = with_recipe(run, data, given_flags(args))  # the series recipe, where no flag chose
     run = dataclasses.replace(run, model=model_config_for(data, run.model, given=given_flags(args)))
+    entries = given or _entries(data, run.train.strategy)
+    config = dataclasses.replace(config, strategies=tuple(entries))
+    if no_budget and "train.epochs" in data.recipe():  # a series: its recipe's epochs
+        config = dataclasses.replace(
+            config,
+            budget_epochs=run.train.epochs,
+            budget_seconds=None,
+            eval_seconds=args.eval_seconds,
+        )
     objective = build_objective(run, data)
     own_model = data.model is not None  # a task's own model (influence balancing)
     model = (lambda: build_model(run, data)) if own_model else run.model
@@ -161,7 +193,7 @@ def compare_command(args) -> int:
         for text in [text.format(value)]
     )
     print(
-        f"tbptt compare: {' '.join(specs)} x seeds {' '.join(map(str, config.seeds))}; "
+        f"tbptt compare: {' '.join(config.strategies)} x seeds {' '.join(map(str, config.seeds))}; "
         f"{what} on {source} ({len(data.train_split()):,} training rows, {objective.name}); "
         f"budget per run: {budget}; report in {out}"
     )

@@ -5,7 +5,8 @@
     report.md          the report; figures referenced as the PNG files below
     report.html        the same report, figures embedded (data URIs): one file to send
     cuts.png           how each strategy cuts the opening of the text into windows
-                       (text data only: other data has no opening to show)
+                       (text data only: other data has no opening to show; a
+                       ``windows:K`` entry draws its windows at random, so it has none)
     validation.png     validation perplexity (or the objective's primary metric) vs
                        epochs and vs training seconds
     gap.png            validation - training loss per epoch
@@ -74,8 +75,14 @@ def _columns(comparison):
     return columns(metric_of(comparison).name, _is_text(comparison))
 
 
+def _ordered(comparison) -> list[str]:
+    """The entries whose windows follow the stream in order: the ones the cuts picture shows."""
+    return [s for s in comparison.strategies if comparison.entry(s).stateful]
+
+
 def _figures(comparison) -> tuple[tuple[str, str], ...]:
-    # (key, title) of the figures; no picture of the cuts without an opening to cut.
+    # (key, title) of the figures; no picture of the cuts without an opening to cut, or
+    # without an entry that cuts the stream in order.
     m = metric_of(comparison)
     shown = [
         ("cuts", "How the strategies cut the text"),
@@ -83,7 +90,7 @@ def _figures(comparison) -> tuple[tuple[str, str], ...]:
         ("gap", "Generalization gap: validation − training loss (the regularization claim)"),
         ("grad_norms", "Gradient norms (the stability claim)"),
     ]
-    return tuple(shown if comparison.opening else shown[1:])
+    return tuple(shown if comparison.opening and _ordered(comparison) else shown[1:])
 
 
 def table_rows(comparison) -> tuple[list[str], list[list[str]]]:
@@ -152,6 +159,8 @@ def _data_line(d: dict) -> str:
     rows = ""
     if "train_rows" in d:
         rows = f"{d['train_rows']:,} training / {d.get('valid_rows', 0):,} validation rows"
+        if d.get("scored_rows") is not None and d["scored_rows"] != d.get("valid_rows"):
+            rows += f" ({d['scored_rows']:,} scored)"
     if kind == "task":
         params = ", ".join(f"{k} {v}" for k, v in (d.get("params") or {}).items())
         what = f"task {d.get('task', '?')}" + (f" ({params})" if params else "")
@@ -167,9 +176,25 @@ def _data_line(d: dict) -> str:
 def _model_line(m) -> str:
     if m is None:
         return "Model: custom model; the same initial weights for every strategy of a seed."
+    highway = (
+        f", beside an AR({m.highway}) highway (ForecastNet)" if getattr(m, "highway", 0) > 0 else ""
+    )
+    embedding = m.embedding_size or ("one-hot" if m.vocab_size else "none (features as they are)")
     return (
-        f"Model: {m.kind}, {m.num_layers} × {m.hidden_size}, embedding {m.embedding_size or 'one-hot'}, "
-        f"dropout {m.dropout:g}; the same initial weights for every strategy of a seed."
+        f"Model: {m.kind}, {m.num_layers} × {m.hidden_size}, embedding {embedding}, "
+        f"dropout {m.dropout:g}{highway}; the same initial weights for every strategy of a seed."
+    )
+
+
+def _sampling(comparison) -> str:
+    """How the entries' windows were drawn, in words."""
+    t = comparison.train
+    windows = [s for s in comparison.strategies if not comparison.entry(s).stateful]
+    if t.sampling == "random" or not windows:
+        return f"{t.sampling} sampling"
+    return (
+        f"{t.sampling} sampling (the state carried from window to window), "
+        f"{', '.join(windows)}: windows at random offsets, each from a fresh state"
     )
 
 
@@ -185,7 +210,7 @@ def _setup_lines(comparison) -> list[str]:
         _data_line(d),
         _model_line(m),
         f"Training: {t.optimizer} lr {t.lr:g}, batch {t.batch_size} streams, clip {t.clip:g}, "
-        f"{t.sampling} sampling, non-finite steps: {t.nonfinite}.",
+        f"{_sampling(comparison)}, non-finite steps: {t.nonfinite}.",
         f"Budget per run: {' or '.join(b for b in budget if b)}"
         f"{' (whichever comes first)' if sum(map(bool, budget)) > 1 else ''}; "
         f"seeds {', '.join(str(s) for s in c.seeds)}.",
@@ -231,9 +256,9 @@ def write_report(comparison, out: str | Path) -> ReportPaths:
     out.mkdir(parents=True, exist_ok=True)
     seed = comparison.config.seeds[0]
     figures = {}
-    if comparison.opening:  # text data: the picture of the cuts
+    if _figures(comparison)[0][0] == "cuts":  # text data: the picture of the cuts
         figures["cuts"] = plot_cuts(
-            comparison.strategies,
+            _ordered(comparison),
             comparison.opening,
             comparison.separator,
             comparison.stream_steps,

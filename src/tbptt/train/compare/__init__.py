@@ -1,16 +1,20 @@
-"""Strategies side by side: the same model, initial weights, seed and data under each spec.
+"""Strategies side by side: the same model, initial weights, seed and data under each entry.
 
-For every seed s and every strategy spec, a run is::
+An entry is a strategy spec, or ``windows:K`` (regular:K windows at random offsets,
+each from a fresh state: :func:`parse_entry`). For every seed s and every entry, a run is::
 
     torch.manual_seed(s); weights_s = build(model config).state_dict()         # once per seed
     model <- weights_s; torch.manual_seed(s)                                    # same dropout stream
-    Trainer(model, train, valid, TrainConfig(strategy=spec, seed=s)).fit(stop=budget)
+    run = TrainConfig(strategy=spec, sampling=the entry's, seed=s)             # windows:K: random
+    Trainer(model, train, valid, run).fit(stop=budget)
 
 so two strategies of one seed differ only in where windows end and which
-gradient gates apply. Runs stop at the first budget reached: epochs, training
-seconds (wall-clock time inside the trainer's windows, evaluation excluded) or
-training tokens; the budget is asked between windows, so a run overshoots by
-at most one window (for ``full``: one epoch) and one evaluation.
+gradient gates apply, and ``regular:K`` and ``windows:K`` only in where the windows
+are drawn and whether the state is carried into them. Runs stop at the first
+budget reached: epochs, training seconds (wall-clock time inside the trainer's
+windows, evaluation excluded) or training tokens; the budget is asked between
+windows, so a run overshoots by at most one window (for ``full``: one epoch) and
+one evaluation.
 
 Every run's step and epoch records go to ``<out>/runs/<strategy>-seed<s>/metrics.jsonl``
 with a closing ``{"event": "run", ...}`` record (wall time, peak memory, why it
@@ -38,8 +42,11 @@ from tbptt.train.compare.comparison import (
     DEFAULT_STRATEGIES,
     CompareConfig,
     Comparison,
+    Entry,
     RunResult,
+    forecast_entries,
     load_comparison,
+    parse_entry,
     run_directory_name,
 )
 from tbptt.train.compare.runner import model_config_for as model_config_for
@@ -53,4 +60,7 @@ __all__ = [
     "load_comparison",
     "run_directory_name",
     "DEFAULT_STRATEGIES",
+    "Entry",
+    "parse_entry",
+    "forecast_entries",
 ]

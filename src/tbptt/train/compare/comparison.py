@@ -1,25 +1,38 @@
 """What a comparison compares and what came out of it, and reading it back from disk.
 
-:class:`CompareConfig` (strategies, seeds, budget), :class:`RunResult` (one
-strategy under one seed) and :class:`Comparison` (everything a report needs);
+:class:`CompareConfig` (entries, seeds, budget), :class:`RunResult` (one entry
+under one seed) and :class:`Comparison` (everything a report needs);
 :func:`load_comparison` reads back what :func:`~tbptt.train.compare.run_comparison`
 wrote, and :func:`run_directory_name` names each run's directory.
+
+An entry is a strategy spec (``regular:35``: windows in order, the state carried
+from one to the next) or ``windows:K`` (:func:`parse_entry`): ``regular:K`` windows
+drawn at random offsets, each from a fresh state, the way forecasting libraries
+train recurrent models. ``windows:35`` and ``regular:35`` cut the same windows
+and differ only in where they are drawn and whether the state is carried::
+
+    regular:35   |--35--|--35--|--35--|--35--|...   in order, state carried
+    windows:35      |--35--|  |--35--|              random offsets, fresh state
+                 |--35--|         |--35--|  ...
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tbptt.errors import ConfigError, DataError
+from tbptt.errors import ConfigError, DataError, SpecError
 from tbptt.models.lm import ModelConfig
 from tbptt.train.config import TrainConfig
 from tbptt.train.metrics import read_metrics
 from tbptt.truncation import parse_strategy
 
 __all__ = [
+    "Entry",
+    "parse_entry",
+    "forecast_entries",
     "CompareConfig",
     "RunResult",
     "Comparison",
@@ -31,11 +44,61 @@ __all__ = [
 # full:checkpoint: the gradient of full BPTT in O(sqrt T) memory, so the defaults fit on any text
 DEFAULT_STRATEGIES = ("full:checkpoint", "regular:35", "randomized:35")
 
+WINDOWS = "windows"  # windows:K, regular:K windows at random offsets with a fresh state
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a comparison: what it is called, the strategy it trains with, and how its
+    windows are drawn (``sampling`` None: the comparison's ``TrainConfig.sampling``)."""
+
+    name: str  # as the report writes it: regular:35, windows:35
+    strategy: str  # the canonical truncation spec it trains with: regular:35
+    sampling: str | None = None
+
+    @property
+    def stateful(self) -> bool:
+        """True when the state is carried from window to window (windows drawn in order;
+        ``sampling`` None counts as the default, sequential)."""
+        return self.sampling != "random"
+
+
+def parse_entry(text: str) -> Entry:
+    """``windows:K`` -> regular:K at random offsets with a fresh state; any other text is a
+    strategy spec (:func:`~tbptt.truncation.parse_strategy`), its windows drawn as the
+    comparison's training configuration says (sequential: in order, the state carried).
+
+    Raises:
+        SpecError: an unknown strategy, or ``windows`` without a positive integer K.
+    """
+    name, _, rest = text.strip().partition(":")
+    if name.strip().lower() != WINDOWS:
+        spec = parse_strategy(text).spec
+        return Entry(spec, spec)
+    try:
+        spec = parse_strategy(f"regular:{rest}").spec if rest.strip() else None
+    except SpecError:
+        spec = None
+    if spec is None:
+        raise SpecError(
+            f"windows takes one window length, e.g. 'windows:35' (regular:35 windows at random "
+            f"offsets, each from a fresh state), got {text!r}"
+        )
+    k = spec.partition(":")[2]
+    return Entry(f"{WINDOWS}:{k}", spec, "random")
+
+
+def forecast_entries(k: int) -> tuple[str, ...]:
+    """The entries of a comparison on a time series: the stateful strategies beside random
+    windows with a fresh state, all of K steps (full: the whole stream, checkpointed)."""
+    return (f"regular:{k}", f"randomized:{k}", "full:checkpoint", f"{WINDOWS}:{k}")
+
 
 @dataclass
 class CompareConfig:
     """What to compare and for how long.
 
+    ``strategies``: the entries (:func:`parse_entry`): strategy specs and ``windows:K``.
     At least one budget must be set; a run stops at the first one reached.
     ``budget_seconds`` counts training seconds (the trainer's time in its windows:
     forward, backward, optimizer step), not evaluation, so every strategy gets the
@@ -62,7 +125,7 @@ class CompareConfig:
         problems = []
         if not self.strategies:
             problems.append("give at least one strategy spec, e.g. full regular:35")
-        specs = [parse_strategy(s).spec for s in self.strategies]
+        specs = [parse_entry(s).name for s in self.strategies]
         if len(set(specs)) != len(specs):
             problems.append(f"each strategy once, got {', '.join(specs)}")
         if not self.seeds:
@@ -128,7 +191,12 @@ class Comparison:
 
     @property
     def strategies(self) -> list[str]:
-        return list(self.config.strategies)  # canonical specs (run_comparison parsed them)
+        return list(self.config.strategies)  # canonical names (run_comparison parsed them)
+
+    def entry(self, name: str) -> Entry:
+        """The entry ``name`` stands for: its strategy and how its windows were drawn."""
+        entry = parse_entry(name)
+        return entry if entry.sampling else replace(entry, sampling=self.train.sampling)
 
     @property
     def primary(self) -> str:
@@ -167,7 +235,8 @@ class Comparison:
 
 
 def run_directory_name(strategy: str, seed: int) -> str:
-    """``regular:35`` seed 0 -> ``regular-35-seed0`` (safe as a file name)."""
+    """``regular:35`` seed 0 -> ``regular-35-seed0``, ``windows:35`` -> ``windows-35-seed0``
+    (safe as a file name)."""
     slug = "".join(c if c.isalnum() or c in "._" else "-" for c in strategy)
     return f"{slug}-seed{seed}"
 

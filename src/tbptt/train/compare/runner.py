@@ -1,8 +1,11 @@
-"""The comparison runner: :func:`run_comparison` trains every (seed, strategy) pair.
+"""The comparison runner: :func:`run_comparison` trains every (seed, entry) pair.
 
 Each run starts from the seed's initial weights and dropout stream, trains under
 the budget with validation along the way, measures its peak memory, and writes
-its records (see :mod:`tbptt.train.compare` for the procedure and the files).
+its records (see :mod:`tbptt.train.compare` for the procedure and the files). An
+entry ``windows:K`` trains as ``regular:K`` with ``TrainConfig(sampling="random")``:
+the trainer's :class:`~tbptt.data.streams.RandomStream` draws each window at a
+random offset and starts it from a fresh state.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import torch
 from tbptt.data.dataset import Dataset
 from tbptt.data.streams import SequentialStream, ids
 from tbptt.errors import ConfigError, DataError
-from tbptt.models.lm import ModelConfig, RecurrentNet
+from tbptt.models.lm import ModelConfig
 from tbptt.models.protocol import RecurrentModel
 from tbptt.train.budget import check_full_memory, check_step_time
-from tbptt.train.build import model_config_for
+from tbptt.train.build import build_model, build_objective, model_config_for
 from tbptt.train.compare.comparison import (
     CompareConfig,
     Comparison,
+    Entry,
     RunResult,
+    parse_entry,
     run_directory_name,
 )
+from tbptt.train.config import RunConfig
 from tbptt.train.generate import generate
 from tbptt.train.memory import PeakMemory, release_memory
 from tbptt.train.metrics import MetricsWriter
@@ -79,17 +85,22 @@ def run_comparison(
     on_epoch: Callable[[dict], None] | None = None,
     on_run_end: Callable[[RunResult], None] | None = None,
 ) -> Comparison:
-    """Train every (seed, strategy) pair under the budget; return (and write) the records.
+    """Train every (seed, entry) pair under the budget; return (and write) the records.
 
     Args:
         data: a :class:`~tbptt.data.Dataset`: prepared text, a time series, a task.
-        config: strategies, seeds, budget, sample prefix.
+        config: entries (strategy specs, ``windows:K``), seeds, budget, sample prefix.
         model: the model for every run: a :class:`ModelConfig` of the built-in model
-            (default: :func:`model_config_for` ``(data)``), or a function building your
+            (default: :func:`model_config_for` ``(data)``; with a highway, a series'
+            :class:`~tbptt.models.forecast.ForecastNet` starting at its fitted
+            autoregression, as ``tbptt train`` builds it), or a function building your
             model (called once per seed, after ``torch.manual_seed(seed)``).
         train: options for every run; its ``strategy``, ``seed`` and ``epochs`` are replaced
-            per run (default: ``TrainConfig(nonfinite="skip")``, so a NaN is counted, not fatal).
-        objective: the loss and metrics (default: the one the data implies).
+            per run, and its ``sampling`` for a ``windows:K`` entry (default:
+            ``TrainConfig(nonfinite="skip")``, so a NaN is counted, not fatal). A series is
+            scored in the evaluation columns it asks for (``data.eval_columns``).
+        objective: the loss and metrics (default: the one the data implies; a standardized
+            series' RMSE and MAE in the data's own units).
         out: directory for ``comparison.json`` and each run's ``metrics.jsonl`` (None: memory only).
         on_run_start: called with ``{"strategy", "seed", "index", "runs", "tokens_per_epoch"}``.
         on_step, on_epoch: the trainer's step and epoch records, as they happen (step records
@@ -97,17 +108,22 @@ def run_comparison(
         on_run_end: called with each finished :class:`RunResult`.
     """
     config.check()
-    strategies = [parse_strategy(s) for s in config.strategies]  # parsed once, here
-    specs = [s.spec for s in strategies]
-    config = replace(config, strategies=tuple(specs), seeds=tuple(config.seeds))
+    entries = [parse_entry(s) for s in config.strategies]  # parsed once, here
+    strategies = [parse_strategy(e.strategy) for e in entries]
+    config = replace(config, strategies=tuple(e.name for e in entries), seeds=tuple(config.seeds))
     model = model if model is not None else model_config_for(data)
     if isinstance(model, ModelConfig):
         _check_model_fits(model, data)
-        model_config, build = model, lambda: RecurrentNet(model)
+        model_config, build = model, _builder(model, data)
     else:
         model_config, build = None, model
-    objective = make_objective(objective if objective is not None else data.shape.objective)
+    # default: the data's own, as tbptt train builds it (a series' RMSE in the data's units)
+    objective = (
+        make_objective(objective) if objective is not None else build_objective(RunConfig(), data)
+    )
     train = train or TrainConfig(nonfinite="skip")
+    if data.eval_columns is not None:  # a series: scored as its stream continues
+        train = replace(train, eval_batch_size=data.eval_columns)
     train.check()
     train_split = data.train_split()
     stream = SequentialStream(train_split, train.batch_size)
@@ -139,25 +155,26 @@ def run_comparison(
     )
     budget_epochs = config.budget_epochs or 2**31 - 1
     _warm_up(build, train, stream.data, strategies)
-    comparison.skipped = _check_budgets(build, train, stream, strategies, objective, config)
-    strategies = [s for s in strategies if s.spec not in comparison.skipped]
-    total = len(config.seeds) * len(strategies)
+    skipped = _check_budgets(build, train, stream, strategies, objective, config)
+    comparison.skipped = {e.name: skipped[e.strategy] for e in entries if e.strategy in skipped}
+    kept = [(e, s) for e, s in zip(entries, strategies) if e.name not in comparison.skipped]
+    total = len(config.seeds) * len(kept)
     for seed in config.seeds:
         torch.manual_seed(seed)
         initial = copy.deepcopy(build().state_dict())
-        for strategy in strategies:
-            spec = strategy.spec
+        for entry, strategy in kept:
             run = _one_run(
                 data,
                 config,
                 build,
-                replace(train, strategy=spec, seed=seed, epochs=budget_epochs),
+                _entry_config(train, entry, seed=seed, epochs=budget_epochs),
+                entry,
                 strategy,
                 objective,
                 initial,
                 out,
                 info={
-                    "strategy": spec,
+                    "strategy": entry.name,
                     "seed": seed,
                     "index": len(comparison.runs),
                     "runs": total,
@@ -177,6 +194,20 @@ def run_comparison(
     return comparison
 
 
+def _builder(model: ModelConfig, data: Dataset) -> Callable[[], RecurrentModel]:
+    """How every run builds the built-in model: as ``tbptt train`` does (a series' forecaster
+    with its highway fitted on the training split; a word vocabulary's output bias at the
+    unigram baseline)."""
+    run = RunConfig(model=model)
+    return lambda: build_model(run, data)
+
+
+def _entry_config(train: TrainConfig, entry: Entry, *, seed: int, epochs: int) -> TrainConfig:
+    """The training options of one run: the entry's strategy and sampling, the seed, the budget."""
+    sampling = entry.sampling or train.sampling
+    return replace(train, strategy=entry.strategy, sampling=sampling, seed=seed, epochs=epochs)
+
+
 def _check_budgets(build, train: TrainConfig, stream, strategies, objective, config) -> dict:
     """``{spec: reason}`` of the strategies whose one step will not fit in memory or in the
     seconds budget (a window cannot stop half way: ``full`` on a long text would overrun
@@ -186,6 +217,7 @@ def _check_budgets(build, train: TrainConfig, stream, strategies, objective, con
     model = build().to(train.device)
     torch.set_rng_state(rng)
     skipped = {}
+    strategies = list({s.spec: s for s in strategies}.values())  # regular:K once for windows:K
     for strategy in strategies:
         try:
             check_full_memory(model, strategy, stream, objective=objective)
@@ -230,6 +262,7 @@ def _one_run(
     config: CompareConfig,
     build: Callable[[], RecurrentModel],
     train: TrainConfig,
+    entry: Entry,
     strategy,
     objective: Objective,
     initial: dict,
@@ -240,8 +273,8 @@ def _one_run(
     on_step,
     on_epoch,
 ) -> RunResult:
-    spec, seed = train.strategy, train.seed
-    directory = run_directory_name(spec, seed)
+    name, seed = entry.name, train.seed
+    directory = run_directory_name(name, seed)
     metrics_path = None
     if out is not None:
         (out / "runs" / directory).mkdir(parents=True, exist_ok=True)
@@ -337,7 +370,8 @@ def _one_run(
         metrics.write(
             {
                 "event": "run",
-                "strategy": spec,
+                "strategy": name,
+                "sampling": train.sampling,
                 "seed": seed,
                 "stop": reason[0],
                 "wall_seconds": wall,
@@ -368,7 +402,7 @@ def _one_run(
         metrics.close()
     records = list(metrics.records)
     directory_rel = f"runs/{directory}" if out is not None else None
-    return RunResult(spec, seed, directory_rel, sample, records)
+    return RunResult(name, seed, directory_rel, sample, records)
 
 
 def _sample(model, data: Dataset, config: CompareConfig, seed: int) -> str:
