@@ -14,16 +14,19 @@ at fixed weights, and the script reports per step:
 
 Estimators: ``rtrl``, ``snap:1``, ``snap:2``, ``uoro`` (tbptt.train.online), and
 ``regular:35`` and ``full`` (tbptt.train.sequence_gradient over ``--length``
-steps). Multiply-adds per step counted for the floor, with G = 3H(I + H) the
+steps); and on a one-layer minGRU of the same H (``mingru rtrl``: the diagonal
+engine; ``mingru regular:35``). ``rows/s`` is B divided by the seconds per step. Multiply-adds per step counted for the floor, with G = 3H(I + H) the
 GRU's recurrent product per stream: ``full``/``regular`` 3 G B (forward and
-backward), ``uoro`` about 4 G B, ``rtrl``/``snap`` 2 B H G B + B H² P (B H
-reverse products of the batch's step, then the product A J; P parameters).
+backward), ``uoro`` about 4 G B, ``rtrl``/``snap`` (the closed-form engine) G B + 3 B H²
++ B H² P (the step, A_t from the gate coefficients, then the product A J; P parameters);
+none for the minGRU (element-wise).
 
 Usage::
 
     python benchmarks/online_cost.py                  # H 16 32 64 128, B 1 32
     python benchmarks/online_cost.py --hidden 16 32 --batch 1 --json out.json
     python benchmarks/online_cost.py --speed          # the paired speed goals of issue 26
+    python benchmarks/online_cost.py --compile        # torch.compile of the closed-form step
 
 ``--speed`` measures, one thread, each pair interleaved in one process (rows/s =
 rows of B streams per second of gradient computation, median of ``--repeats``):
@@ -33,6 +36,13 @@ influence balancing (23 units, batch 1) under ``rtrl`` and ``uoro`` against
 hand-written loop of the same closed-form update (:func:`gru_by_hand`); minGRU and
 LRU 1x64 (batch 8) under ``rtrl`` (diagonal) against ``regular:35``.
 
+``--compile`` measures whether ``torch.compile`` speeds up the closed-form engine on
+CPU: rows/s of ``rtrl`` on GRU and LSTM 1x32 (batch 8) eager, with the engine's whole
+step compiled (``torch.compile(DenseCells.step)``: graph breaks at the head's autograd
+call) and with only the cells' coefficients compiled (``cell_step``, the element-wise
+part inductor can fuse); interleaved repeats in one process, compile time reported apart
+(JSON: online_compile.json beside ``--json``).
+
 It prints a Markdown table and writes JSON (default
 benchmarks/results/online_cost.json), with the load average at the start and end.
 """
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -53,6 +64,7 @@ from tbptt.models import ModelConfig, RecurrentNet
 from tbptt.train import sequence_gradient
 from tbptt.train.objectives import Regression
 from tbptt.train.online import build_estimator, rtrl_bytes
+from tbptt.train.online.rtrl import CLOSED_COPIES
 from tbptt.truncation import parse_strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,6 +72,7 @@ from checkpoint_memory import _reset_peak_rss, _status_mb  # noqa: E402
 
 ONLINE = ("rtrl", "snap:1", "snap:2", "uoro")
 BACKWARD = ("regular:35", "full")
+DIAGONAL = ("mingru rtrl", "mingru regular:35")  # a one-layer minGRU of the same H
 
 
 def gemm_rate(threads: int = 1, size: int = 512, repeats: int = 20) -> float:
@@ -72,10 +85,10 @@ def gemm_rate(threads: int = 1, size: int = 512, repeats: int = 20) -> float:
     return repeats * size**3 / (time.perf_counter() - start)
 
 
-def build(hidden: int, inputs: int, outputs: int) -> RecurrentNet:
+def build(hidden: int, inputs: int, outputs: int, kind: str = "gru") -> RecurrentNet:
     torch.manual_seed(0)
     config = ModelConfig(
-        kind="gru",
+        kind=kind,
         hidden_size=hidden,
         num_layers=1,
         input_size=inputs,
@@ -87,13 +100,15 @@ def build(hidden: int, inputs: int, outputs: int) -> RecurrentNet:
 
 
 def multiply_adds(spec: str, hidden: int, inputs: int, batch: int, params: int) -> float:
+    if spec in DIAGONAL:
+        return math.nan  # element-wise: no GEMM floor
     g = 3 * hidden * (inputs + hidden)
     if spec in BACKWARD:
         return 3 * g * batch
     if spec == "uoro":
         return 4 * g * batch
-    # B S reverse products of a batch-B step (about 2 g B each), then A J (B S^2 P)
-    return 2 * batch * hidden * g * batch + batch * hidden**2 * params
+    # closed form: a forward (g B), A_t = Σ_g beta_g W_hh,g (3 B H^2), then A J (B H^2 P)
+    return g * batch + 3 * batch * hidden**2 + batch * hidden**2 * params
 
 
 def measure(spec, model, x, y, repeats) -> dict:
@@ -268,6 +283,65 @@ def speed(args) -> int:
     return 0
 
 
+def compile_speed(args) -> int:
+    """rows/s of the closed-form ``rtrl`` eager and under ``torch.compile`` (module docstring)."""
+    import tbptt.train.online.dense as dense
+    from tbptt.train.online.training import run_rows
+
+    torch.set_num_threads(1)
+    load_start = os.getloadavg()
+    T, B, modes = args.speed_rows, 8, ("eager", "compiled step", "compiled cell_step")
+    print(f"load {load_start[0]:.2f}; 1 thread; torch {torch.__version__}; {T} rows x B={B}")
+    print("| model | mode | rows/s | x eager | first call s |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    rows = []
+    for kind in ("gru", "lstm"):
+        model = build(32, 2, 1, kind=kind)
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(T, B, 2, generator=g), torch.randn(T, B, 1, generator=g)
+        cell_step = torch.compile(dense.cell_step)
+
+        def run(mode, model=model, x=x, y=y, cell_step=cell_step):
+            eager_cells = dense.cell_step
+            if mode == "compiled cell_step":
+                dense.cell_step = cell_step  # DenseCells.step looks it up at each call
+            try:
+                est = build_estimator(parse_strategy("rtrl"), model, Regression())
+                if mode == "compiled step":
+                    est.engine.step = torch.compile(est.engine.step)
+                est.start(model.initial_state(B))
+                start = time.perf_counter()
+                run_rows(est, x, y)
+                return time.perf_counter() - start
+            finally:
+                dense.cell_step = eager_cells
+
+        first = {}
+        for mode in modes:  # the first call compiles (and warms up the eager path)
+            start = time.perf_counter()
+            run(mode)
+            first[mode] = time.perf_counter() - start
+        times = {mode: [] for mode in modes}
+        for _ in range(args.repeats):  # interleaved: load that drifts hits every mode alike
+            for mode in modes:
+                times[mode].append(run(mode))
+        eager = T * B / statistics.median(times["eager"])
+        for mode in modes:
+            rate = T * B / statistics.median(times[mode])
+            rows.append({"model": f"{kind} 1x32 B={B}", "mode": mode, "rows_per_s": rate,
+                         "ratio_to_eager": rate / eager, "first_call_seconds": first[mode]})  # fmt: skip
+            print(f"| {kind} 1x32 B={B} | {mode} | {rate:,.0f} | {rate / eager:.2f} | "
+                  f"{first[mode]:.1f} |", flush=True)  # fmt: skip
+    load_end = os.getloadavg()
+    print(f"load {load_end[0]:.2f} at the end")
+    out = Path(args.json).with_name("online_compile.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"load_start": load_start, "load_end": load_end, "torch": torch.__version__,
+               "rows": rows}  # fmt: skip
+    out.write_text(json.dumps(payload, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64, 128])
@@ -285,10 +359,13 @@ def main(argv=None) -> int:
     p.add_argument("--max-gb", type=float, default=6.0, help="skip RTRL needing more (default: 6)")
     p.add_argument("--json", default="benchmarks/results/online_cost.json")
     p.add_argument("--speed", action="store_true", help="the paired speed goals instead")
+    p.add_argument("--compile", action="store_true", help="torch.compile of the closed form")
     p.add_argument("--speed-rows", type=int, default=350, help="rows per --speed run")
     args = p.parse_args(argv)
     if args.speed:
         return speed(args)
+    if args.compile:
+        return compile_speed(args)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     rate = gemm_rate(args.threads)
@@ -299,38 +376,46 @@ def main(argv=None) -> int:
     xw, yw = torch.randn(3, 2, args.inputs), torch.randn(3, 2, 1)
     for spec in (*BACKWARD, *ONLINE):
         measure(spec, warm, xw, yw, 1)
+    warm = build(4, args.inputs, 1, kind="mingru")
+    for spec in ("rtrl", "regular:35"):
+        measure(spec, warm, xw, yw, 1)
     print(
         f"load {load_start[0]:.2f}; GEMM {rate / 1e9:.1f} G multiply-adds/s ({args.threads} thread)"
     )
-    print("| H | B | P | estimator | ms/step | peak MB | GEMM ms |")
-    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    print("| H | B | P | estimator | ms/step | rows/s | peak MB | GEMM ms |")
+    print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for hidden in args.hidden:
-        model = build(hidden, args.inputs, 1)
-        params = sum(q.numel() for q in model.parameters())
+        models = {"gru": build(hidden, args.inputs, 1)}
+        models["mingru"] = build(hidden, args.inputs, 1, kind="mingru")
         for batch in args.batch:
             g = torch.Generator().manual_seed(1)
             x = torch.randn(args.length, batch, args.inputs, generator=g)
             y = torch.randn(args.length, batch, 1, generator=g)
-            for spec in (*BACKWARD, *ONLINE):
-                steps = args.length if spec in BACKWARD else args.online_steps + 1
-                row = {"hidden": hidden, "batch": batch, "parameters": params, "spec": spec}
-                need = rtrl_bytes(params, batch, hidden, 4) / 1e9
-                if spec.startswith(("rtrl", "snap")) and need > args.max_gb:
+            for name in (*BACKWARD, *ONLINE, *DIAGONAL):
+                kind, spec = name.split(" ") if " " in name else ("gru", name)
+                model = models[kind]
+                params = sum(q.numel() for q in model.parameters())
+                backward = spec in BACKWARD
+                steps = args.length if backward else args.online_steps + 1
+                row = {"hidden": hidden, "batch": batch, "parameters": params, "spec": name}
+                need = rtrl_bytes(params, batch, hidden, 4, copies=CLOSED_COPIES) / 1e9
+                if kind == "gru" and spec.startswith(("rtrl", "snap")) and need > args.max_gb:
                     row.update(skipped=f"needs about {need:.1f} GB")
                 else:
                     row.update(measure(spec, model, x[:steps], y[:steps], args.repeats))
-                row["gemm_seconds"] = multiply_adds(spec, hidden, args.inputs, batch, params) / rate
+                    row["rows_per_s"] = batch / row["seconds_per_step"]
+                work = multiply_adds(name, hidden, args.inputs, batch, params)
+                row["gemm_seconds"] = None if math.isnan(work) else work / rate
                 rows.append(row)
                 shown = (
-                    f"{1e3 * row['seconds_per_step']:.3g} | {row['peak_mb']:.0f}"
+                    f"{1e3 * row['seconds_per_step']:.3g} | {row['rows_per_s']:,.0f} | "
+                    f"{row['peak_mb']:.0f}"
                     if "skipped" not in row
-                    else f"{row['skipped']} | -"
+                    else f"{row['skipped']} | - | -"
                 )
-                print(
-                    f"| {hidden} | {batch} | {params} | {spec} | {shown} | "
-                    f"{1e3 * row['gemm_seconds']:.3g} |",
-                    flush=True,
-                )
+                floor = row["gemm_seconds"]
+                floor = "-" if floor is None else f"{1e3 * floor:.3g}"
+                print(f"| {hidden} | {batch} | {params} | {name} | {shown} | {floor} |", flush=True)
     load_end = os.getloadavg()
     print(f"load {load_end[0]:.2f} at the end")
     payload = {

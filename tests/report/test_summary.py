@@ -236,3 +236,27 @@ def test_the_gap_curve_leaves_out_a_budget_cut_fragment():
     curve = epoch_curve(records)
     assert curve["gap"][0] == pytest.approx(0.5) and math.isnan(curve["gap"][1])
     assert curve["val_ppl"] == [12.0, 11.0] and curve["epochs"] == [1.0, 1.05]
+
+
+def test_a_step_with_no_scored_rows_is_left_out_of_the_loss_curve(tmp_path):
+    import json
+    import math
+
+    from tbptt.report import plot_training
+    from tbptt.report.plots import _moving_average
+    from tbptt.train import MetricsWriter, read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(path)
+    for step, loss in enumerate([1.0, math.nan, 3.0, math.inf, 5.0], start=1):
+        writer.write({"event": "step", "epoch": 1, "step": step, "loss": loss, "grad_norm": 1.0,
+                      "lr": 0.1, "tokens": 4})  # fmt: skip
+    writer.write({"event": "epoch", "epoch": 1, "step": 5, "train_loss": 3.0})
+    writer.close()
+    assert '"nan"' in path.read_text()  # JSON has no NaN: written as a string
+    records = read_metrics(path)
+    assert math.isnan(records[1]["loss"]) and records[3]["loss"] == math.inf
+    assert _moving_average([r["loss"] for r in records[:5]], 2) == [1.0, 1.0, 3.0, 3.0, 5.0]
+    plot_training(records, tmp_path / "curves.png", metric="loss")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    json.loads(path.read_text().splitlines()[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -13,12 +14,16 @@ __all__ = ["plot_training"]
 
 
 def _moving_average(values: list[float], width: int) -> list[float]:
-    out, total = [], 0.0
+    """The mean of the last ``width`` finite values at each point (a step with no scored rows
+    or a skipped one has a non-finite loss: left out; nan where none is finite)."""
+    out, total, count = [], 0.0, 0
+    finite = [math.isfinite(v) for v in values]
     for i, v in enumerate(values):
-        total += v
-        if i >= width:
-            total -= values[i - width]
-        out.append(total / min(i + 1, width))
+        if finite[i]:
+            total, count = total + v, count + 1
+        if i >= width and finite[i - width]:
+            total, count = total - values[i - width], count - 1
+        out.append(total / count if count else math.nan)
     return out
 
 

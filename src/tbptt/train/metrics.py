@@ -125,6 +125,11 @@ class MetricsWriter:
             os.close(fd)
 
 
+def _unclean(value: Any) -> Any:
+    # The non-finite numbers _clean wrote as strings are numbers again.
+    return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
+
+
 def read_metrics(path: str | Path, *, max_steps: int | None = None) -> list[dict]:
     """The records of a JSON-lines metrics file.
 
@@ -138,7 +143,7 @@ def read_metrics(path: str | Path, *, max_steps: int | None = None) -> list[dict
         for line in f:
             if not line.strip():
                 continue
-            record = json.loads(line)
+            record = {k: _unclean(v) for k, v in json.loads(line).items()}
             if max_steps is None or record.get("event") != "step":
                 records.append(record)
                 continue
