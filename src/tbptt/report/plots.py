@@ -13,6 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 __all__ = ["plot_training"]
 
 
+def _number(value) -> float:
+    """A metrics value as a float: the strings JSON holds for NaN and infinity are numbers."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _moving_average(values: list[float], width: int) -> list[float]:
     """The mean of the last ``width`` finite values at each point (a step with no scored rows
     or a skipped one has a non-finite loss: left out; nan where none is finite)."""
@@ -62,7 +70,8 @@ def plot_training(
         x = [r["step"] for r in steps]
         width = max(1, len(steps) // 50)
         axes[1].plot(x, [r["loss"] for r in steps], alpha=0.3, lw=0.8)
-        axes[1].plot(x, _moving_average([r["loss"] for r in steps], width), lw=1.5)
+        losses = [_number(r["loss"]) for r in steps]  # non-finite ones are written as strings
+        axes[1].plot(x, _moving_average(losses, width), lw=1.5)
         axes[2].plot(x, [r["grad_norm"] for r in steps], alpha=0.5, lw=0.8)
         axes[2].set_yscale("log")
     axes[1].set(xlabel="optimizer step", ylabel="loss per row", title="training loss per window")

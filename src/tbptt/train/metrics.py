@@ -125,11 +125,6 @@ class MetricsWriter:
             os.close(fd)
 
 
-def _unclean(value: Any) -> Any:
-    # The non-finite numbers _clean wrote as strings are numbers again.
-    return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
-
-
 def read_metrics(path: str | Path, *, max_steps: int | None = None) -> list[dict]:
     """The records of a JSON-lines metrics file.
 
@@ -143,7 +138,7 @@ def read_metrics(path: str | Path, *, max_steps: int | None = None) -> list[dict
         for line in f:
             if not line.strip():
                 continue
-            record = {k: _unclean(v) for k, v in json.loads(line).items()}
+            record = json.loads(line)
             if max_steps is None or record.get("event") != "step":
                 records.append(record)
                 continue
