@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from tbptt.report import verdicts, write_report
-from tbptt.report.claims import carried_state
+from tbptt.report.carried import carried_state
 from tbptt.train import TrainConfig
 from tbptt.train.compare import CompareConfig, Comparison, RunResult
 from tests.report.conftest import tiny_comparison
