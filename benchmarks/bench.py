@@ -271,32 +271,46 @@ def gemm_rate(device: str, n: int, repeats: int = 5) -> float:
 def time_interleaved(runners: dict, *, budget: int, repeats: int, warmup: int, device: str):
     """Median tokens/s and peak memory per runner, measured A B C A B C ...
 
-    Each timed chunk runs whole windows until ``budget`` tokens are consumed.
+    Each timed chunk runs whole windows until ``budget`` tokens are consumed. Besides the
+    wall clock, each chunk's tokens per second of this process's CPU time are kept: on a
+    machine shared with other jobs the CPU time leaves out the time the process waited
+    for a core, so its ratios are the steadier ones (one thread: they are what an idle
+    machine's wall clock gives). Peak memory is measured after the timed chunks, one
+    untimed chunk per runner: resetting the peak counter releases the allocator's free
+    memory (``malloc_trim``), and the page faults that follow would be timed otherwise.
     """
     for runner in runners.values():
         for _ in range(warmup):
             runner.window()
     rates = {name: [] for name in runners}
-    peaks = {name: 0.0 for name in runners}
+    cpu_rates = {name: [] for name in runners}
     for _ in range(repeats):
         for name, runner in runners.items():
-            reset_peak_rss()
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
             sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             tokens = 0
             while tokens < budget:  # a token budget: random window lengths average out
                 tokens += runner.window()
             sync(device)
             rates[name].append(tokens / (time.perf_counter() - start))
-            peak = (
-                torch.cuda.max_memory_allocated() / 2**20
-                if device.startswith("cuda")
-                else peak_rss_mb()
-            )
-            peaks[name] = max(peaks[name], peak)
-    return {name: (statistics.median(r), r, peaks[name]) for name, r in rates.items()}
+            cpu_rates[name].append(tokens / max(time.process_time() - cpu_start, 1e-9))
+    peaks = {}
+    for name, runner in runners.items():
+        reset_peak_rss()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        tokens = 0
+        while tokens < budget:
+            tokens += runner.window()
+        sync(device)
+        peaks[name] = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if device.startswith("cuda")
+            else peak_rss_mb()
+        )
+    return {
+        name: (statistics.median(r), r, peaks[name], cpu_rates[name]) for name, r in rates.items()
+    }
 
 
 def available(spec: str) -> str | None:
@@ -333,13 +347,14 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
     )
     flops = setup.flops_per_token()
     out = []
-    for name, (rate, all_rates, peak) in results.items():
+    for name, (rate, all_rates, peak, cpu_rates) in results.items():
         out.append(
             {
                 "config": setup.name,
                 "method": name,
                 "tokens_per_s": rate,
                 "all_tokens_per_s": all_rates,
+                "cpu_tokens_per_s": cpu_rates,
                 "gflops": rate * flops / 1e9,
                 "gemm_fraction": rate * flops / 1e9 / gemm,
                 "peak_mb": peak,
@@ -350,11 +365,14 @@ def throughput_rows(setup: Setup, args, gemm: float) -> list[dict]:
 
 def paired_ratios(rows: list[dict]) -> list[dict]:
     """Set ``vs_fused`` / ``vs_cell``: the median over repeats of the ratio of the rates
-    measured next to each other in time (robust to load that drifts during the run)."""
-    by_config = {}
+    measured next to each other in time (robust to load that drifts during the run);
+    ``vs_fused_cpu`` the same of the rates per CPU second (where recorded)."""
+    by_config, cpu_by_config = {}, {}
     for r in rows:
         if "all_tokens_per_s" in r:
             by_config.setdefault(r["config"], {})[r["method"]] = r["all_tokens_per_s"]
+        if "cpu_tokens_per_s" in r:
+            cpu_by_config.setdefault(r["config"], {})[r["method"]] = r["cpu_tokens_per_s"]
     for r in rows:
         runs = by_config.get(r["config"], {})
         if "all_tokens_per_s" not in r or "fused loop" not in runs:
@@ -364,6 +382,10 @@ def paired_ratios(rows: list[dict]) -> list[dict]:
                 continue
             pairs = zip(r["all_tokens_per_s"], runs[base])
             r[key] = statistics.median(a / b for a, b in pairs)
+        cpu_runs = cpu_by_config.get(r["config"], {})
+        if "cpu_tokens_per_s" in r and "fused loop" in cpu_runs:
+            pairs = zip(r["cpu_tokens_per_s"], cpu_runs["fused loop"])
+            r["vs_fused_cpu"] = statistics.median(a / b for a, b in pairs)
     return rows
 
 
@@ -535,25 +557,34 @@ def machine(args, gemm: float) -> dict:
     return info
 
 
+def _load_note(result: dict) -> str:
+    load = result.get("loadavg")
+    if not load:
+        return ""
+    return f" Load average (1 min) {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end."
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     unit = "peak CUDA MB" if m["device"].startswith("cuda") else "peak RSS MB"
     lines = [
         f"Machine: {m.get('gpu', m['cpu'])}, {m['cores']} cores, {m['threads']} threads, "
         f"torch {m['torch']}, BLAS {m['blas']}; float32 GEMM {m['gemm_size']}^3: "
-        f"{m['gemm_gflops']:.0f} GFLOP/s.",
+        f"{m['gemm_gflops']:.0f} GFLOP/s." + _load_note(result),
         "",
-        f"| config | method | tokens/s | x fused loop | x cell loop | GFLOP/s | % GEMM | {unit} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| config | method | tokens/s | x fused loop | x fused (CPU time) | x cell loop | GFLOP/s "
+        f"| % GEMM | {unit} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["throughput"]:
         if "unavailable" in r:
-            lines.append(f"| {r['config']} | {r['method']} | unavailable | | | | | |")
+            lines.append(f"| {r['config']} | {r['method']} | unavailable | | | | | | |")
             continue
+        cpu = f"{r['vs_fused_cpu']:.2f}" if "vs_fused_cpu" in r else ""
         lines.append(
             f"| {r['config']} | {r['method']} | {r['tokens_per_s']:,.0f} | {r['vs_fused']:.2f} "
-            f"| {r.get('vs_cell', float('nan')):.2f} | {r['gflops']:.1f} | {100 * r['gemm_fraction']:.1f} "
-            f"| {r['peak_mb']:,.0f} |"
+            f"| {cpu} | {r.get('vs_cell', float('nan')):.2f} | {r['gflops']:.1f} "
+            f"| {100 * r['gemm_fraction']:.1f} | {r['peak_mb']:,.0f} |"
         )
     if result.get("full"):
         extra = "peak CUDA MB" if m["device"].startswith("cuda") else "peak RSS MB (extra)"
@@ -669,6 +700,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     gemm = gemm_rate(args.device, args.gemm_size)
     result = {"machine": machine(args, gemm), "args": sys.argv[1:] if argv is None else argv}
+    result["loadavg"] = {"start": os.getloadavg()}
     result["throughput"] = []
     setups = []
     for kind in filter(None, args.kinds.split(",")):  # --kinds "": no character-level rows
@@ -691,12 +723,14 @@ def main(argv=None) -> dict:
             if "tokens_per_s" in r:
                 print(
                     f"  {r['method']}: {r['tokens_per_s']:,.0f} tok/s, "
-                    f"x{r['vs_fused']:.2f} fused, x{r.get('vs_cell', float('nan')):.2f} cell",
+                    f"x{r['vs_fused']:.2f} fused (x{r.get('vs_fused_cpu', float('nan')):.2f} "
+                    f"in CPU time), x{r.get('vs_cell', float('nan')):.2f} cell",
                     file=sys.stderr,
                 )
         result["throughput"] += rows
     result["full"] = full_rows(args) if args.full_lengths else []
     result["seconds"] = time.perf_counter() - started
+    result["loadavg"]["end"] = os.getloadavg()
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))
     print(f"\n{result['seconds']:.0f} s; results in {out}")

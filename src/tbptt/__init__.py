@@ -19,7 +19,7 @@ A truncation strategy is a rule for the gates and for where windows end.
 # ruff: noqa: E402  (the wait policy is set before anything below imports torch)
 from tbptt.threads import set_wait_policy
 
-set_wait_policy()  # bounded OpenMP spin-waiting: full speed on a busy machine (tbptt.threads)
+set_wait_policy()  # threads and OpenMP wait chosen for the machine's load (tbptt.threads)
 
 from tbptt.data import Dataset, StreamData, StreamDataset, TextData, load_corpus, prepare_text
 from tbptt.data.series import SeriesData, prepare_series

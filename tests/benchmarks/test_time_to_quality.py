@@ -53,8 +53,8 @@ def test_recipes_runs_tbptt_and_the_example_and_writes_curves(small_text, tmp_pa
 def test_busy_times_each_setting_in_its_own_process(small_text, tmp_path, monkeypatch):
     busy = _load("busy")
     full = busy.settings(2)
-    assert {"1 thread, before", "2 threads, after (tbptt's default)"} <= set(full)
-    keep = ("1 thread, after", "2 threads, after (tbptt's default)")
+    assert {"1 thread", busy.DEFAULT} <= set(full)
+    keep = ("1 thread", busy.DEFAULT)
     monkeypatch.setattr(busy, "settings", lambda cores: {k: full[k] for k in keep})
     out = tmp_path / "b.json"
     busy.main(["--loads", "idle", "--rounds", "1", "--seconds", "0.2", "--data", str(small_text),
@@ -62,4 +62,4 @@ def test_busy_times_each_setting_in_its_own_process(small_text, tmp_path, monkey
     rows = json.loads(out.read_text())["rows"]
     assert [r["setting"] for r in rows] == list(keep)
     assert rows[0]["threads"] == 1 and all(r["tokens_per_s"] > 0 for r in rows)
-    assert "bounded by tbptt" in rows[1]["wait_policy"]
+    assert rows[1]["wait_policy"] and rows[1]["threads_reason"]  # tbptt's choice, reported

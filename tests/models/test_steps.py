@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tbptt.models import KINDS, Recurrent
-from tbptt.models.steps import gated_layer
+from tbptt.models.steps import _StepThreads, gated_layer, projected_layer
 from tests.reference import reference_loss, tiny_batch, tiny_lm
 
 GROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}
@@ -172,3 +172,109 @@ def test_auto_path_follows_the_measured_thresholds():
     assert gru._auto_path(x, 1) == "fused" and gru._auto_path(x, 2) == "steps"
     linear = Recurrent("linear", input_size=3, hidden_size=2)
     assert linear._auto_path(x, 1) == "steps"
+
+
+# -- the LSTM layer node with its input projection (projected_layer) -------------------
+
+
+def _lstm_args(T=5, B=3, I=4, H=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.double) * scale).requires_grad_(True)
+
+    x, h0, c0 = r(T, B, I), r(B, H), r(B, H)
+    weights = (r(4 * H, I, scale=0.7), r(4 * H, H, scale=0.7), r(4 * H), r(4 * H))
+    return x, h0, c0, weights
+
+
+def _lstm_cell_loop(x, h0, c0, weights, scales, keeps):
+    """torch.nn.LSTMCell step by step with the same parameters; hooks scale the edges."""
+    cell = torch.nn.LSTMCell(x.shape[-1], h0.shape[-1]).double()
+    for name, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), weights):
+        delattr(cell, name)
+        setattr(cell, name, w)  # the test's leaves, so autograd reaches them
+    h, c, outs = h0, c0, []
+    for t in range(x.shape[0]):
+        s = scales[t]
+        if s == 0.0:
+            h, c = h.detach(), c.detach()
+        elif s != 1.0:
+            h, c = h * 1.0, c * 1.0
+            h.register_hook(lambda gr, s=s: gr * s)
+            c.register_hook(lambda gr, s=s: gr * s)
+        if t in keeps:
+            h, c = h * keeps[t], c * keeps[t]
+        h, c = cell(x[t], (h, c))
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lstm_node_with_its_projection_matches_torchs_lstm_cell(case):
+    scales, reset_rows = CASES[case]
+    keeps = {t: torch.tensor(k, dtype=torch.double).unsqueeze(-1) for t, k in reset_rows.items()}
+    x, h0, c0, weights = _lstm_args()
+    leaves = [x, h0, c0, *weights]
+    out, h, c = projected_layer("lstm", x, h0, c0, weights, scales, keeps)
+    ref_out, ref_h, ref_c = _lstm_cell_loop(x, h0, c0, weights, scales, keeps)
+    for a, b in ((out, ref_out), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    g = torch.Generator().manual_seed(1)
+    w = [torch.randn(t.shape, generator=g, dtype=torch.double) for t in (out, h, c)]
+
+    def objective(o, hh, cc):
+        return (o * w[0]).sum() + (hh * w[1]).sum() + (cc * w[2]).sum()
+
+    grads = torch.autograd.grad(objective(out, h, c), leaves)
+    ref = torch.autograd.grad(objective(ref_out, ref_h, ref_c), leaves, allow_unused=True)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b, rtol=0, atol=1e-10)
+
+
+def test_lstm_node_with_its_projection_passes_gradcheck():
+    x, h0, c0, weights = _lstm_args(T=4, B=2, I=3, H=2, seed=5)
+    keeps = {2: torch.tensor([[0.0], [1.0]], dtype=torch.double)}
+
+    def fn(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        return projected_layer("lstm", x, h0, c0, (w_ih, w_hh, b_ih, b_hh), [1.0] * 4, keeps)
+
+    assert torch.autograd.gradcheck(fn, (x, h0, c0, *weights), atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_loops_share_only_the_matrix_products_and_restore_the_thread_count(kind):
+    """With two threads the loops' elementwise ops run on one (tbptt.models.steps docstring):
+    the same values and gradients as on one thread, and torch's thread count as it was."""
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            torch.manual_seed(0)
+            rec = Recurrent(kind, input_size=3, hidden_size=4).double()
+            x = torch.randn(6, 3, 3, dtype=torch.double, requires_grad=True)
+            out, _ = rec(x, None, [1.0, 1.5, 1.5, 0.0, 1.5, 1.5], path="steps")
+            results.append((out, torch.autograd.grad(out.square().sum(), [x, *rec.parameters()])))
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(threads)
+    (o1, g1), (o2, g2) = results
+    torch.testing.assert_close(o1, o2, rtol=0, atol=1e-13)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_the_step_thread_switch_restores_the_count_when_the_loop_raises():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError), _StepThreads() as switch:
+            assert torch.get_num_threads() == 1
+            switch.wide()
+            assert torch.get_num_threads() == 2
+            switch.narrow()
+            raise RuntimeError("inside the loop")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

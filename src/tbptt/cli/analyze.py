@@ -23,6 +23,7 @@ from tbptt.cli.common import (
 from tbptt.data.config import load_dataset
 from tbptt.errors import ConfigError
 from tbptt.models import ModelConfig
+from tbptt.threads import use_threads
 from tbptt.train import RunConfig
 
 EPILOG = """\
@@ -249,7 +250,7 @@ def _print_linear(r: dict) -> None:
 
 def analyze_command(args) -> int:
     if args.threads:
-        torch.set_num_threads(args.threads)
+        use_threads(args.threads)  # the user's choice: never revised
     out = Path(args.out or f"runs/analyze-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         out.mkdir(parents=True, exist_ok=True)

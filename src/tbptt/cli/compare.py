@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from tbptt.cli.common import (
@@ -28,6 +27,7 @@ from tbptt.cli.common import (
 from tbptt.data.config import load_dataset
 from tbptt.integrations.tensorboard import check_available, write_metrics_file
 from tbptt.report import run_summary, table_rows, verdicts, write_report
+from tbptt.threads import use_threads
 from tbptt.train import RunConfig, TrainConfig
 from tbptt.train.build import model_title
 from tbptt.train.compare import (
@@ -161,7 +161,7 @@ def compare_command(args) -> int:
     )
     config.check()  # before the data is read
     if run.output.threads:
-        torch.set_num_threads(run.output.threads)
+        use_threads(run.output.threads)  # the user's choice: never revised
 
     data = load_dataset(run.data, seed=run.train.seed)
     run = with_recipe(run, data, given_flags(args))  # the series recipe, where no flag chose

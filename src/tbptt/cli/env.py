@@ -9,7 +9,7 @@ from importlib import metadata
 import torch
 
 from tbptt.data.corpus import TIME_MACHINE, default_data_dir
-from tbptt.threads import wait_policy
+from tbptt.threads import policy, wait_policy
 
 
 def env_parser(sub) -> None:
@@ -25,9 +25,17 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def _usable(machine) -> str:
+    quota = f"{machine.quota:g}" if machine.quota is not None else "none"
+    ranks = f", {machine.ranks} local ranks" if machine.ranks > 1 else ""
+    return f"{machine.cpus} (affinity {machine.affinity}, cgroup quota {quota}{ranks})"
+
+
 def env_command(args) -> int:
     import tbptt
 
+    chosen = policy()
+    machine = chosen.machine
     data_dir = default_data_dir()
     cached = (data_dir / TIME_MACHINE.name).is_file()
     rows = [
@@ -36,9 +44,11 @@ def env_command(args) -> int:
         ("platform", platform.platform()),
         ("processor", platform.processor() or platform.machine()),
         ("cpu count", str(os.cpu_count())),
+        ("usable cpus", _usable(machine)),
         ("torch", torch.__version__),
-        ("torch threads", str(torch.get_num_threads())),
+        ("torch threads", f"{torch.get_num_threads()}: {chosen.threads_reason}"),
         ("openmp wait", wait_policy()),
+        ("set by tbptt", " ".join(f"{k}={v}" for k, v in chosen.set_env) or "nothing"),
         ("mkl", str(torch.backends.mkl.is_available())),
         ("mkldnn (oneDNN)", str(torch.backends.mkldnn.is_available())),
         ("cuda", torch.version.cuda or "none"),

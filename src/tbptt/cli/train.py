@@ -29,6 +29,7 @@ from tbptt.cli.resume import check_continues, configure
 from tbptt.data.config import load_dataset
 from tbptt.errors import CheckpointError
 from tbptt.run import Run, check_same_data
+from tbptt.threads import use_threads
 from tbptt.train import RunConfig
 from tbptt.train.build import model_title
 from tbptt.train.checkpoint import RunLock, parse_interval
@@ -207,7 +208,7 @@ def _prepare(args, out: Path, lock: RunLock, group: Group | None) -> Run:
     parse_interval(config.checkpoint.every)
     check_device(config.train.device)
     if config.output.threads:
-        torch.set_num_threads(config.output.threads)
+        use_threads(config.output.threads)  # the user's choice: never revised
     if group is not None:  # every rank refuses alike (one line each), before joining the group
         check_divisible(config.train.batch_size, group.world)
         group = setup(config.train.device)

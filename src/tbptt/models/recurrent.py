@@ -47,7 +47,7 @@ from torch import nn
 
 from tbptt.errors import ConfigError
 from tbptt.models.gating import State, apply_gate, map_state, segments
-from tbptt.models.steps import gated_layer
+from tbptt.models.steps import projected_layer
 
 __all__ = ["KINDS", "Recurrent"]
 
@@ -242,15 +242,12 @@ class Recurrent(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0 and self.training:
                 layer_input = F.dropout(layer_input, self.dropout, True)
-            w_ih, w_hh, b_ih, b_hh = self._weights(layer)
-            T, B = layer_input.shape[:2]
-            xproj = torch.addmm(b_ih, layer_input.reshape(T * B, -1), w_ih.t()).view(
-                T, B, -1
-            )  # (T, B, G*H)
             h, c = hs[layer], cs[layer] if lstm else None
             if scales[0] == 0.0:  # a real detach of the incoming state
                 h, c = h.detach(), c.detach() if lstm else None
-            layer_input, h, c = gated_layer(self.kind, xproj, h, c, w_hh, b_hh, scales, keeps)
+            layer_input, h, c = projected_layer(
+                self.kind, layer_input, h, c, self._weights(layer), scales, keeps
+            )
             new_h.append(h)
             new_c.append(c)
         hidden = torch.stack(new_h)  # (L, B, H)

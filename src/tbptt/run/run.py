@@ -50,6 +50,7 @@ from tbptt.run.outputs import (
 )
 from tbptt.run.resume import as_recorded, check_same_data, restore_metrics, saved_config
 from tbptt.run.signals import Stopped, StopRequest
+from tbptt.threads import revise as revise_threads
 from tbptt.train import MetricsWriter, Objective, RunConfig, Trainer
 from tbptt.train.build import build_objective
 from tbptt.train.checkpoint import (
@@ -324,7 +325,9 @@ class Run:
 
         def on_step(record):
             # A window just ended: the trainer's state is consistent, so this is where
-            # interval checkpoints are written and a stop request is honoured.
+            # interval checkpoints are written and a stop request is honoured, and where the
+            # thread count follows the CPUs other work leaves free (tbptt.threads.revise).
+            revise_threads()
             due, signum = agreed(checkpointer.due(record["step"]))
             if due or signum:
                 self.checkpoint(checkpointer)
