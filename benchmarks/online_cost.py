@@ -29,12 +29,15 @@ Usage::
     python benchmarks/online_cost.py --compile        # torch.compile of the closed-form step
 
 ``--speed`` measures, one thread, each pair interleaved in one process (rows/s =
-rows of B streams per second of gradient computation, median of ``--repeats``):
-influence balancing (23 units, batch 1) under ``rtrl`` and ``uoro`` against
-``regular:10``; GRU and LSTM 1x32 on adding-task-shaped inputs (batch 8) under
-``rtrl`` (closed form) against the torch.func engine and, for the GRU, a
-hand-written loop of the same closed-form update (:func:`gru_by_hand`); minGRU and
-LRU 1x64 (batch 8) under ``rtrl`` (diagonal) against ``regular:35``.
+rows of B streams per second of gradient computation at fixed weights, window by window
+as the trainer runs a strategy: ``update_every`` rows per window; median of
+``--repeats``): influence balancing (23 units, batch 1) under
+``rtrl:update_every=10`` and ``uoro:update_every=10`` against ``regular:10``; GRU and
+LSTM 1x32 on adding-task-shaped inputs (batch 8) under ``rtrl`` (closed form) against
+the torch.func engine and, for the GRU, a hand-written loop of the same closed-form
+update (:func:`gru_by_hand`); minGRU and LRU 1x64 (batch 8) under ``rtrl`` (diagonal;
+every row its own window, and ``update_every=35`` as ``regular:35`` updates) against
+``regular:35``.
 
 ``--compile`` measures whether ``torch.compile`` speeds up the closed-form engine on
 CPU: rows/s of ``rtrl`` on GRU and LSTM 1x32 (batch 8) eager, with the engine's whole
@@ -196,12 +199,19 @@ def _rate(fn, rows, repeats):
 
 
 def _online_rate(model, spec, x, y, objective, repeats):
+    """Rows/s of ``spec``'s gradient, window by window as the trainer runs it (U =
+    ``update_every`` rows between two optimizer steps; the weights held fixed here)."""
     from tbptt.train.online.training import run_rows
 
+    strategy = parse_strategy(spec)
+    U = strategy.update_every
+
     def run():
-        est = build_estimator(parse_strategy(spec), model, objective)
+        est = build_estimator(strategy, model, objective)
         est.start(model.initial_state(x.shape[1]))
-        run_rows(est, x, y, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(0)
+        for a in range(0, x.shape[0], U):
+            run_rows(est, x[a : a + U], y[a : a + U], generator=g)
 
     run()  # warm-up (torch.func's first call, SnAp's pattern)
     return _rate(run, x.shape[0] * x.shape[1], repeats)
@@ -258,7 +268,8 @@ def speed(args) -> int:
         def slow_run(m=m, short=short):
             est = RTRL(m, obj, engine="func")
             est.start(m.initial_state(8))
-            run_rows(est, *short)
+            for a in range(short[0].shape[0]):  # row by row, as rtrl (update_every=1) trains
+                run_rows(est, short[0][a : a + 1], short[1][a : a + 1])
 
         slow_run()
         slow = _rate(slow_run, short[0].shape[0] * 8, args.repeats)
@@ -273,8 +284,10 @@ def speed(args) -> int:
         m = RecurrentNet(ModelConfig(kind=kind, hidden_size=64, num_layers=1, input_size=2,
                                      output_size=1, embedding_size=0, dropout=0.0)).eval()  # fmt: skip
         x, y = torch.randn(T, 8, 2, generator=g), torch.randn(T, 8, 1, generator=g)
-        add(f"{kind} 1x64 B=8", "rtrl (diagonal)", _online_rate(m, "rtrl", x, y, obj, args.repeats),
-            _backward_rate(m, "regular:35", x, y, obj, args.repeats), "regular:35")  # fmt: skip
+        base = _backward_rate(m, "regular:35", x, y, obj, args.repeats)
+        for spec in ("rtrl", "rtrl:update_every=35"):
+            add(f"{kind} 1x64 B=8", f"{spec} (diagonal)", _online_rate(m, spec, x, y, obj, args.repeats),
+                base, "regular:35")  # fmt: skip
     end = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average {' '.join(end)} at the end")
     out = Path(args.json).with_name("online_speed.json")

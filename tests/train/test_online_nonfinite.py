@@ -33,21 +33,21 @@ def test_reset_drops_every_carried_tensor(spec):
 def test_one_poisoned_step_is_skipped_and_the_run_goes_on(spec, monkeypatch):
     trainer = make_trainer(spec, epochs=1, nonfinite="skip")
     est = trainer.online
-    step = type(est).step
-    calls = {"n": 0}
+    advance = type(est)._advance
+    rows = {"n": 0}
 
-    def poisoned(self, *args, **kwargs):
-        calls["n"] += 1
-        loss, grad = step(self, *args, **kwargs)
-        if calls["n"] == 6:  # a row in the second window: NaN everywhere it carries
-            self.s = self.s * math.nan
+    def poisoned(self, s, row, generator):
+        first = rows["n"]
+        rows["n"] += row[0].shape[0]  # one row, or a stretch of them (rows_at_once)
+        loss, grad, s_new = advance(self, s, row, generator)
+        if first < 6 <= rows["n"]:  # row 6, in the second window: NaN everywhere it carries
             for v in self._tensors().values():
                 if v is not None and v.is_floating_point():
                     v.mul_(math.nan)
-            return loss * math.nan, grad * math.nan
-        return loss, grad
+            return loss * math.nan, grad * math.nan, s_new * math.nan
+        return loss, grad, s_new
 
-    monkeypatch.setattr(type(est), "step", poisoned)
+    monkeypatch.setattr(type(est), "_advance", poisoned)
     records = trainer.fit()
     steps = [r for r in trainer.metrics.records if r["event"] == "step"]
     assert [r["skipped"] for r in steps].count(True) == 1 and steps[1]["skipped"]

@@ -16,7 +16,17 @@ from tbptt.train.objectives import Objective
 from tbptt.train.online.step import StepFunction
 from tbptt.tree import State
 
-__all__ = ["OnlineEstimator"]
+__all__ = ["OnlineEstimator", "stretches"]
+
+
+def stretches(T: int, resets: torch.Tensor | None, longest: int) -> list[tuple[int, int]]:
+    """Rows 0..T split into (start, end) stretches of at most ``longest`` rows, each reset
+    row (``resets`` (T, B) bool, any stream) starting a stretch."""
+    cuts = [0] + ([t for t in range(1, T) if bool(resets[t].any())] if resets is not None else [])
+    out = []
+    for a, b in zip(cuts, [*cuts[1:], T]):
+        out += [(i, min(i + longest, b)) for i in range(a, b, longest)]
+    return out
 
 
 class OnlineEstimator:
@@ -24,7 +34,8 @@ class OnlineEstimator:
 
     Subclasses implement ``_start(batch_size)`` (fresh sensitivities),
     ``_reset(keep)`` (zero the sensitivities of the streams where ``keep`` (B,) is 0),
-    ``_advance(s, row, generator) -> (loss, gradient (P,), new s)``, ``_clear()`` (drop every
+    ``_advance(s, row, generator) -> (loss, gradient (P,), new s)`` (a row of one step, or of
+    up to :meth:`rows_at_once` steps where the estimator says it can), ``_clear()`` (drop every
     carried sensitivity, keep nothing a non-finite step may have poisoned) and
     ``_tensors()`` / ``_load(dict)`` for the run state.
     """
@@ -61,12 +72,52 @@ class OnlineEstimator:
         if self.s is None:
             raise RuntimeError("call start(state) before step()")
         if resets is not None and bool(resets.any()):
-            keep = (~resets[0]).to(self.s.dtype)  # (B,)
-            self.s = self.s * keep[:, None]
-            self._reset(keep)
+            self._restart(resets[0])
         loss, grad, s_new = self._advance(self.s, (inputs, targets, mask), generator)
         self.s = s_new.detach()
         return loss.detach(), grad.detach()
+
+    def rows(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        resets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows (T, B[, F]) one after another from the carried state, at the same weights:
+        (the sum of the rows' gradient estimates (P,), the rows' loss sum). ``mask``,
+        ``resets`` (T, B) bool.
+
+        The result is the sum of :meth:`step` over the rows. An estimator that can take
+        several rows in one pass says how many (:meth:`rows_at_once`); a stretch never
+        holds a reset after its first row.
+        """
+        T = inputs.shape[0]
+        longest = self.rows_at_once(inputs.shape[1])
+        total = loss_sum = None
+        for a, b in stretches(T, resets, longest):
+            if self.s is None:
+                raise RuntimeError("call start(state) before rows()")
+            if resets is not None and bool(resets[a].any()):
+                self._restart(resets[a])
+            row = (inputs[a:b], targets[a:b], mask[a:b] if mask is not None else None)
+            loss, grad, s_new = self._advance(self.s, row, generator)
+            self.s = s_new.detach()
+            total = grad.detach() if total is None else total + grad.detach()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        return total, loss_sum
+
+    def rows_at_once(self, batch_size: int) -> int:
+        """How many rows :meth:`_advance` may take in one call (1: one row at a time)."""
+        return 1
+
+    def _restart(self, resets: torch.Tensor) -> None:
+        """Zero the state and sensitivities of the streams where ``resets`` (B,) is set."""
+        keep = (~resets).to(self.s.dtype)  # (B,)
+        self.s = self.s * keep[:, None]
+        self._reset(keep)
 
     def reset(self) -> None:
         """Forget the carried state and every sensitivity (the next window calls ``start``).

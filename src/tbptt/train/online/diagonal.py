@@ -29,6 +29,15 @@ adapter's through the LRU's skip connection).
   gradient Zucchet et al. compute, not the full one. (``rtrl`` on a stack stays exact,
   on the ``torch.func`` engine.)
 
+**A window at a time.** Between two optimizer steps the weights are fixed, so the U
+rows of a window (``update_every=U``) run together, layer by layer: the gates of every
+row in one product (they read the layer's input only), the states and the
+sensitivities by element-wise scans over the rows, and the δ^l of all U·B (row,
+stream) pairs in one spatial backpropagation (within a step the pairs do not
+interact). The result is the sum of U single steps (tested to 1e-12); every row's
+sensitivities are held for that pass, so a window runs in stretches of at most
+:data:`STRETCH_VALUES` sensitivity values (:data:`STRETCH_ROWS` rows).
+
 Dropout (on the adapted inputs, between layers, before the head) is applied with
 explicit masks. Zoneout is not covered (the generic engine takes it).
 """
@@ -43,6 +52,9 @@ from tbptt.train.objectives import Objective
 from tbptt.train.online.base import OnlineEstimator
 
 __all__ = ["DiagonalRTRL", "diagonal_covers"]
+
+STRETCH_ROWS = 64  # the most rows one spatial backpropagation takes
+STRETCH_VALUES = 1 << 22  # the most sensitivity values (rows x streams x P) held for it
 
 
 def diagonal_covers(model: nn.Module) -> bool:
@@ -78,6 +90,8 @@ class DiagonalRTRL(OnlineEstimator):
         self.model, self.rec = model, rec
         self.kind, self.L, self.H = rec.kind, rec.num_layers, rec.hidden_size
         self.S = rec.state_size
+        self.params = dict(zip(self.fn.names, self.fn.parameters()))  # θ's order
+        self.layer_params = [dict(layer.named_parameters()) for layer in rec.layers]
         self.e: dict[str, torch.Tensor] | None = None
 
     # -- run state ---------------------------------------------------------------------
@@ -127,9 +141,10 @@ class DiagonalRTRL(OnlineEstimator):
         return torch.empty_like(x).bernoulli_(1 - rate) / (1 - rate)
 
     def _adapt(self, inputs):
-        """(x (B, I) with grad to the adapter, raw ids / features, dropout mask)."""
+        """(x (R, I) for the R = U B (row, stream) pairs of rows (U, B[, F]), the raw ids /
+        features (R[, F]), the dropout mask)."""
         model, cfg = self.model, self.model.config
-        raw = inputs[0]
+        raw = inputs.reshape(-1, *inputs.shape[2:])
         if cfg.tokens:
             raw = raw.long()
             if model.embedding is None:
@@ -142,125 +157,159 @@ class DiagonalRTRL(OnlineEstimator):
         drop = self._dropout(x, model.drop.p) if model.embedding is not None else None
         return (x if drop is None else x * drop), raw, drop
 
-    def _coefficients(self, layer: int, x: torch.Tensor, h_prev: torch.Tensor, params=None):
-        """(a, b, coef, the layer's x -> h Jacobian's factor) with the layer's parameters
-        (``params``: detached copies, for the spatial pass). Real kinds: a, b (B, H), coef
-        (B, G, H); LRU: a = λ (N,), b = γ B x (B, N) complex, coef None."""
+    def _gates(self, layer: int, x: torch.Tensor, params=None):
+        """(a, b, what :meth:`_coef` needs) of h = a ⊙ h_prev + b from the layer's input x
+        (R, K) alone (``params``: detached copies, for the spatial pass). Real kinds: a, b
+        (R, H); LRU: a = λ (N,), b = γ B x (R, N) complex."""
         module = self.rec.layers[layer]
         if self.kind == "lru":
-            p = params or {n: t for n, t in module.named_parameters()}
+            p = params or self.layer_params[layer]
             lam = torch.exp(torch.complex(-torch.exp(p["nu_log"]), torch.exp(p["theta_log"])))
             scale = torch.exp(p["gamma_log"])
             bx = torch.complex(x @ p["b_re"].t(), x @ p["b_im"].t()) * scale
             return lam, bx, None
         p = params or {"weight": module.weight, "bias": module.bias}
-        proj = (x @ p["weight"].t() + p["bias"]).view(x.shape[0], -1, self.H)  # (B, G, H)
+        proj = (x @ p["weight"].t() + p["bias"]).view(x.shape[0], -1, self.H)  # (R, G, H)
         if self.kind == "mingru":
             z = torch.sigmoid(proj[:, 0])
             cand = proj[:, 1]
-            a, b = 1 - z, z * cand
-            coef = torch.stack([z * (1 - z) * (cand - h_prev), z], dim=1)
-            return a, b, coef
+            return 1 - z, z * cand, (z, cand)
         f, i, cand = torch.sigmoid(proj[:, 0]), torch.sigmoid(proj[:, 1]), proj[:, 2]
         s = f + i
-        a, b = f / s, i / s * cand
+        return f / s, i / s * cand, (f, i, s, cand)
+
+    def _coef(self, gates, h_prev: torch.Tensor) -> torch.Tensor | None:
+        """∂h/∂(the layer's pre-activations) (R, G, H) given h_prev (R, H) (None: LRU)."""
+        if self.kind == "lru":
+            return None
+        if self.kind == "mingru":
+            z, cand = gates
+            return torch.stack([z * (1 - z) * (cand - h_prev), z], dim=1)
+        f, i, s, cand = gates
         q = f * i / (s * s)
-        coef = torch.stack([q * (1 - f) * (h_prev - cand), q * (1 - i) * (cand - h_prev), i / s], 1)
-        return a, b, coef
+        return torch.stack([q * (1 - f) * (h_prev - cand), q * (1 - i) * (cand - h_prev), i / s], 1)
 
     def _state(self, s: torch.Tensor, layer: int) -> torch.Tensor:
-        h = s[:, layer * self.S : (layer + 1) * self.S]
+        h = s[..., layer * self.S : (layer + 1) * self.S]
         if self.kind == "lru":
-            return torch.complex(h[:, : self.H], h[:, self.H :])
+            return torch.complex(h[..., : self.H], h[..., self.H :])
         return h
 
-    def _update(self, layer, x, h_prev, a, bx, coef, g_x, raw, drop):
-        """Advance layer ``layer``'s sensitivities (and the adapter's, for layer 0)."""
-        e = self.e
+    def _increments(self, layer, x, h_prev, a, bx, coef, raw, drop):
+        """How layer ``layer``'s sensitivities (and the adapter's, for layer 0) grow over the
+        rows, e_t = a_t ⊙ e_{t-1} + c_t: {name: (a (R, ...), broadcastable to e; c (R, ...))}."""
         prefix = f"recurrent.layers.{layer}."
+        R = x.shape[0]
+        out = {}
         if self.kind == "lru":
             module = self.rec.layers[layer]
-            lam = a
+            lam = a  # λ (N,)
             nu, th = module.nu_log.detach(), module.theta_log.detach()
-            e[prefix + "nu_log"] = lam * e[prefix + "nu_log"] + lam * (-torch.exp(nu)) * h_prev
-            e[prefix + "theta_log"] = (
-                lam * e[prefix + "theta_log"] + lam * (1j * torch.exp(th)) * h_prev
-            )
-            e[prefix + "gamma_log"] = lam * e[prefix + "gamma_log"] + bx
             scale = torch.exp(module.gamma_log.detach())
-            e[prefix + "b_re"] = lam[:, None] * e[prefix + "b_re"] + scale[:, None] * x[:, None, :]
-            a_rows = lam.unsqueeze(0)  # (1, N)
+            a_rows = lam.expand(R, -1)  # (R, N): the same λ for every row
+            out[prefix + "nu_log"] = (a_rows, lam * (-torch.exp(nu)) * h_prev)
+            out[prefix + "theta_log"] = (a_rows, lam * (1j * torch.exp(th)) * h_prev)
+            out[prefix + "gamma_log"] = (a_rows, bx)
+            out[prefix + "b_re"] = (a_rows[:, :, None], scale[:, None] * x[:, None, :])  # (R, N, K)
+            g_x = (scale[:, None] * torch.complex(module.b_re, module.b_im).detach()).unsqueeze(0)
         else:
-            e[prefix + "weight"] = (
-                a[:, None, :, None] * e[prefix + "weight"]
-                + coef.unsqueeze(-1) * x[:, None, None, :]
-            )
-            e[prefix + "bias"] = a[:, None, :] * e[prefix + "bias"] + coef
+            out[prefix + "weight"] = (a[:, None, :, None], coef.unsqueeze(-1) * x[:, None, None, :])
+            out[prefix + "bias"] = (a[:, None, :], coef)
             a_rows = a
-        if layer == 0 and "embedding" in e:
-            e_in = a_rows.unsqueeze(-1) * e["embedding"]  # (B, H, P_in)
-            g_x = g_x.expand(x.shape[0], -1, -1)  # (B, H, I)
+            G = coef.shape[1]
+            w = self.rec.layers[layer].weight.detach().view(G, self.H, -1)
+            g_x = torch.einsum("rgh,ghk->rhk", coef, w) if layer == 0 else None
+        if layer == 0 and "embedding" in self.e:  # ∂h/∂x ∂x/∂θ_in, dense over the units
+            g_x = g_x.expand(R, -1, -1)  # (R, H, I)
             if drop is not None:
                 g_x = g_x * drop.unsqueeze(1)
             emb = self.model.embedding
-            B, H = g_x.shape[:2]
+            c = g_x.new_zeros(R, self.H, self.e["embedding"].shape[-1])
             if isinstance(emb, nn.Embedding):
                 V, E = emb.weight.shape
-                e_in.view(B, H, V, E)[torch.arange(B, device=x.device), :, raw, :] += g_x
+                c.view(R, self.H, V, E)[torch.arange(R, device=x.device), :, raw, :] = g_x
             else:
                 E, Fi = emb.weight.shape
-                e_in[:, :, : E * Fi].view(B, H, E, Fi).add_(
-                    g_x.unsqueeze(-1) * raw[:, None, None, :]
-                )
+                c[:, :, : E * Fi].view(R, self.H, E, Fi).copy_(g_x.unsqueeze(-1) * raw[:, None, None, :])  # fmt: skip
                 if emb.bias is not None:
-                    e_in[:, :, E * Fi :].add_(g_x)
-            e["embedding"] = e_in
-
-    def _input_jacobian(self, layer, coef):
-        """∂h/∂x of layer 0 (B, H, I) (complex for the LRU)."""
-        module = self.rec.layers[layer]
-        if self.kind == "lru":
-            scale = torch.exp(module.gamma_log.detach())
-            return (scale[:, None] * torch.complex(module.b_re, module.b_im).detach()).unsqueeze(0)
-        G = coef.shape[1]
-        w = module.weight.detach().view(G, self.H, -1)
-        return torch.einsum("bgh,ghk->bhk", coef, w)
+                    c[:, :, E * Fi :].copy_(g_x)
+            out["embedding"] = (a_rows.unsqueeze(-1), c)
+        return out
 
     # -- the step ----------------------------------------------------------------------
 
+    def rows_at_once(self, batch_size: int) -> int:
+        """Rows whose sensitivities fit in :data:`STRETCH_VALUES` (each row's sensitivities
+        are kept for the stretch's one spatial backpropagation)."""
+        per_row = sum(v.numel() for v in self.e.values()) if self.e else 0
+        return max(1, min(STRETCH_ROWS, STRETCH_VALUES // max(1, per_row)))
+
     def _advance(self, s, row, generator):
+        """Rows (U, B[, F]) at the same weights, layer by layer: the gates of every row at
+        once, the states by a scan (h_t = a_t ⊙ h_{t-1} + b_t), the sensitivities by a scan
+        (e_t = a_t ⊙ e_{t-1} + c_t), then every row's δ^l by one spatial backpropagation
+        over the U B (row, stream) pairs, which do not interact inside a step."""
         inputs, targets, mask = row
-        L = self.L
+        U, B = inputs.shape[:2]
         with torch.no_grad():
-            x, raw, drop_in = self._adapt(inputs)
-            masks, xs, news = [], [], []
-            s_new = torch.empty_like(s)
-            for layer in range(L):
-                h_prev = self._state(s, layer)
-                a, bx, coef = self._coefficients(layer, x, h_prev)
-                h = a * h_prev + bx
-                g_x = self._input_jacobian(layer, coef) if layer == 0 else None
-                self._update(layer, x, h_prev, a, bx, coef, g_x, raw, drop_in)
-                xs.append(x)
-                news.append(h)
-                part = torch.cat([h.real, h.imag], dim=1) if self.kind == "lru" else h
-                s_new[:, layer * self.S : (layer + 1) * self.S] = part
+            x, raw, drop_in = self._adapt(inputs)  # (U B, I)
+            s_rows = s.new_empty(U + 1, *s.shape)  # s_{t-1} of every row, then s_{t0+U}
+            s_rows[0] = s
+            news, masks, every = [], [], {}  # every: each sensitivity at every row (U, B, ..)
+            for layer in range(self.L):
+                a, bx, gates = self._gates(layer, x)
+                h = self._state(s, layer)
+                a_t = a.expand(U * B, -1).view(U, B, -1) if a.dim() == 1 else a.view(U, B, -1)
+                b_t = bx.view(U, B, -1)
+                hs = b_t.new_empty(U + 1, *h.shape)  # h_{t0-1} .. h_{t0+U-1}
+                hs[0] = h
+                for t in range(U):
+                    torch.addcmul(b_t[t], a_t[t], hs[t], out=hs[t + 1])
+                h_prev = hs[:-1].reshape(U * B, -1)
+                coef = self._coef(gates, h_prev)
+                growth = self._increments(layer, x, h_prev, a, bx, coef, raw, drop_in)
+                for key, (factor, c) in growth.items():
+                    every[key] = self._scan(self.e[key], factor, c, U, B)
+                    self.e[key] = every[key][-1]  # a view: the next window writes a new buffer
+                part = torch.cat([hs.real, hs.imag], dim=-1) if self.kind == "lru" else hs
+                s_rows[:, :, layer * self.S : (layer + 1) * self.S] = part
+                h_new = hs[1:].reshape(U * B, -1)
+                news.append(h_new)
                 y = (
-                    self.rec.layers[layer].readout(h.unsqueeze(0), x.unsqueeze(0))[0]
+                    self.rec.layers[layer].readout(h_new.unsqueeze(0), x.unsqueeze(0))[0]
                     if self.kind == "lru"
-                    else h
+                    else h_new
                 )
-                drop = self._dropout(y, self.rec.dropout) if layer + 1 < L else None
+                drop = self._dropout(y, self.rec.dropout) if layer + 1 < self.L else None
                 masks.append(drop)
                 x = y if drop is None else y * drop
-        loss, grads = self._spatial(inputs, targets, mask, s, news, masks, drop_in)
-        return loss, grads, s_new
+        e = {k: v.reshape(U * B, *v.shape[2:]) for k, v in every.items()}
+        loss, grads = self._spatial(
+            inputs, targets, mask, s_rows[:-1].reshape(U * B, -1), news, masks, drop_in, e
+        )
+        return loss, grads, s_rows[-1]
 
-    def _spatial(self, inputs, targets, mask, s, news, masks, drop_in):
-        """The step's loss and gradient: δ^l by spatial backpropagation, then δ^l · e^l."""
+    @staticmethod
+    def _scan(prev, factor, c, U, B):
+        """e_t = a_t ⊙ e_{t-1} + c_t over the stretch's rows from e = ``prev`` (B, ...):
+        every row's e (U, B, ...)."""
+        c = c.view(U, B, *c.shape[1:]).to(prev.dtype)
+        factor = factor.reshape(U, B, *factor.shape[1:])  # (R, ...) per row
+        rows = c.new_empty(U, *prev.shape)
+        for t in range(U):
+            torch.addcmul(c[t], factor[t], prev, out=rows[t])
+            prev = rows[t]
+        return rows
+
+    def _spatial(self, inputs, targets, mask, s, news, masks, drop_in, e):
+        """The rows' loss and gradient: δ^l by spatial backpropagation, then Σ δ^l · e^l, for
+        the R = U B (row, stream) pairs at once (s, news, masks, drop_in, e: (R, ...))."""
         model, L = self.model, self.L
+        flat = lambda t: t.reshape(1, -1, *t.shape[2:])  # noqa: E731  (U, B, ..) -> (1, U B, ..)
+        inputs, targets = flat(inputs), flat(targets)
+        mask = flat(mask) if mask is not None else None
         direct_names = [n for n in self.fn.names if not self._tracked(n)]
-        params = dict(zip(self.fn.names, self.fn.parameters()))
+        params = self.params
         with torch.enable_grad():
             x, _, _ = self._adapt_replay(inputs, drop_in)
             nodes = []
@@ -268,10 +317,9 @@ class DiagonalRTRL(OnlineEstimator):
                 if layer == 0:
                     h = news[0].detach()
                 else:
-                    module = self.rec.layers[layer]
-                    frozen = {n: t.detach() for n, t in module.named_parameters()}
+                    frozen = {n: t.detach() for n, t in self.layer_params[layer].items()}
                     h_prev = self._state(s, layer)
-                    a, bx, _ = self._coefficients(layer, x, h_prev, params=frozen)
+                    a, bx, _ = self._gates(layer, x, params=frozen)
                     h = a * h_prev + bx
                 if self.kind == "lru":
                     re, im = h.real.detach(), h.imag.detach()
@@ -304,15 +352,15 @@ class DiagonalRTRL(OnlineEstimator):
             else:
                 delta = deltas[at]
                 at += 1
-            self._layer_gradient(layer, delta, out)
-            if layer == 0 and "embedding" in self.e:
-                g = torch.einsum("bh,bhp->p", delta, self.e["embedding"])
+            self._layer_gradient(layer, delta, out, e)
+            if layer == 0 and "embedding" in e:
+                g = torch.einsum("bh,bhp->p", delta, e["embedding"])
                 g = g.real if g.is_complex() else g
                 sizes = [p.numel() for p in model.embedding.parameters()]
                 for (name, p), part in zip(model.embedding.named_parameters(), g.split(sizes)):
                     out[f"embedding.{name}"] = part.view(p.shape)
         grads = []
-        for name, p in zip(self.fn.names, self.fn.parameters()):
+        for name, p in self.params.items():
             g = out.get(name)
             d = direct.get(name)
             total = torch.zeros_like(p) if g is None else g.to(p.dtype)
@@ -344,9 +392,8 @@ class DiagonalRTRL(OnlineEstimator):
             return True
         return False
 
-    def _layer_gradient(self, layer, delta, out):
+    def _layer_gradient(self, layer, delta, out, e):
         prefix = f"recurrent.layers.{layer}."
-        e = self.e
         if self.kind == "lru":
             for name in ("nu_log", "theta_log", "gamma_log"):
                 out[prefix + name] = (delta * e[prefix + name]).real.sum(0)

@@ -18,6 +18,20 @@ Two engines compute it:
 The gradient of step t's loss is ∂l_t/∂θ + ∂l_t/∂s_{t-1} · J_{t-1} (the same
 as ∂l_t/∂θ|_{s_t} + ∂l_t/∂s_t · J_t).
 
+**Several rows at once** (the ``torch.func`` engine). Between two optimizer steps
+(``rtrl:update_every=U``) the weights do not change, so the rows' gradients sum to the
+gradient of the stretch's loss L = Σ_t l_t through everything before it, and the
+same algebra holds for the stretch as for one step: with f the model run over the
+U rows from s_{t0} (one call of the model, not U)::
+
+    Σ_t g_t = ∂L/∂θ + ∂L/∂s_{t0} · J_{t0}            J_{t0+U} = ∂f/∂θ + ∂f/∂s_{t0} J_{t0}
+
+backpropagation inside the stretch, exact sensitivities across stretches (the hybrid
+of Williams & Zipser 1990 and Schmidhuber 1992): the same gradient as U single steps,
+in one forward, one reverse pass and one batch of B·S reverse products instead of U
+of each, at the cost of the stretch's activations (at most :data:`WINDOW_ROWS` rows at
+a time; a reset starts a new stretch).
+
 **SnAp-N** (Menick et al. 2020) keeps J only on the entries (parameter p,
 state unit i) that N steps of the recurrence can connect, starting from the
 units p writes to directly: a fixed pattern M_N, M_1 = nz(D)ᵀ, M_{n+1} = M_n ∨
@@ -73,6 +87,7 @@ from tbptt.train.online.dense import dense_engine
 __all__ = ["RTRL", "SnAp", "SnApLagged", "available_bytes", "check_rtrl_memory", "rtrl_bytes"]
 
 CHUNK_VALUES = 1 << 22  # values per chunk of vmapped cotangents (32 MB of float64)
+WINDOW_ROWS = 64  # the most rows the torch.func engine runs in one pass
 # Measured peaks (tests/train/test_online_nonfinite.py, docs/online.md): the torch.func
 # engine holds J, D, A J, their sum and the permuted D (about 5 copies of P x B x S values),
 # and at small sizes its vmapped reverse products dominate instead (about 7 chunks of
@@ -217,6 +232,23 @@ class RTRL(OnlineEstimator):
 
     # -- the step ------------------------------------------------------------------------
 
+    def _cotangents(self, B: int, S: int, like: torch.Tensor):
+        """(d_loss (1 + B S,), d_s (1 + B S, B, S)): the loss's cotangent, then e_i on stream b
+        for every (b, i), made once per shape."""
+        key = (B, S, like.dtype, like.device)
+        if getattr(self, "_cot_key", None) != key:
+            d_loss = like.new_zeros(1 + B * S)
+            d_loss[0] = 1.0
+            d_s = torch.cat(
+                [like.new_zeros(1, B * S), torch.eye(B * S, dtype=like.dtype, device=like.device)]
+            )
+            self._cot_key, self._cot = key, (d_loss, d_s.view(1 + B * S, B, S))
+        return self._cot
+
+    def rows_at_once(self, batch_size: int) -> int:
+        """The ``torch.func`` engine takes a stretch of rows in one pass (module docstring)."""
+        return WINDOW_ROWS if self.engine is None else 1
+
     def _mask(self, row) -> torch.Tensor | None:
         return None  # RTRL keeps every entry
 
@@ -235,6 +267,7 @@ class RTRL(OnlineEstimator):
     def _columns(self, theta, s, row, J):
         """One forward, then reverse-mode products: (loss, gradient (P,), s_t, J_t (P, B, S)).
 
+        ``row``: one row, or a stretch of U rows at the same weights (module docstring).
         A cotangent e_i on stream b's new state gives row i of that stream's
         ∂f/∂θ (P,) and of its ∂f/∂s (S,) at once (streams do not mix), so B vmapped
         batches of S vjps give D (B, S, P) and A (B, S, S); then J_t = A J_{t-1} + D.
@@ -243,22 +276,29 @@ class RTRL(OnlineEstimator):
         inputs, targets, mask = row
         B, S = s.shape
         P = theta.shape[0]
+        U = inputs.shape[0]
         step = lambda th, st: self.fn(th, st, inputs, targets, mask)  # noqa: E731
         (loss, s_new), vjp_fn = vjp(step, theta, s)
-        g_theta, g_s = vjp_fn((torch.ones_like(loss), torch.zeros_like(s_new)))
-        grad = g_theta + torch.einsum("bs,pbs->p", g_s, J)  # (P,)
-        rows = vmap(
-            lambda v: vjp_fn((torch.zeros_like(loss), v)),
-            chunk_size=max(1, CHUNK_VALUES // (P + B * S)),
-        )
-        D = s.new_empty((B, S, P))
-        A = s.new_empty((B, S, S))
-        eye = torch.eye(S, dtype=s.dtype, device=s.device)
-        for b in range(B):
-            cotangents = s.new_zeros((S, B, S))
-            cotangents[:, b, :] = eye  # e_i on stream b, for every i
-            D[b], ds = rows(cotangents)  # (S, P), (S, B, S)
-            A[b] = ds[:, b, :]  # (S_out, S_in)
+        chunk = max(1, CHUNK_VALUES // (P + U * B * S))  # a stretch's graph per cotangent
+        rows = vmap(vjp_fn, chunk_size=chunk)
+        if B * B * S * S <= CHUNK_VALUES:  # every stream's rows and the loss's in one batch
+            d_loss, d_s = self._cotangents(B, S, s)
+            g_theta, g_s = rows((d_loss.to(loss.dtype), d_s))  # (1 + B S, P), (1 + B S, B, S)
+            D = g_theta[1:].view(B, S, P)
+            A = g_s[1:].view(B, S, B, S).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (B, S, S)
+            grad = g_theta[0] + torch.einsum("bs,pbs->p", g_s[0], J)  # (P,)
+        else:  # stream by stream: S cotangents of (B, S) each
+            g_theta, g_s = vjp_fn((torch.ones_like(loss), torch.zeros_like(s_new)))
+            grad = g_theta + torch.einsum("bs,pbs->p", g_s, J)  # (P,)
+            D = s.new_empty((B, S, P))
+            A = s.new_empty((B, S, S))
+            eye = torch.eye(S, dtype=s.dtype, device=s.device)
+            zeros = torch.zeros(S, dtype=loss.dtype, device=loss.device)
+            for b in range(B):
+                cotangents = s.new_zeros((S, B, S))
+                cotangents[:, b, :] = eye  # e_i on stream b, for every i
+                D[b], ds = rows((zeros, cotangents))  # (S, P), (S, B, S)
+                A[b] = ds[:, b, :]  # (S_out, S_in)
         new = torch.einsum("bij,pbj->pbi", A, J) + D.permute(2, 0, 1)  # (P, B, S)
         return loss, grad, s_new, new
 
@@ -305,6 +345,9 @@ class SnAp(RTRL):
         super()._load(d)
         self.pattern = d["pattern"]
         self.recurrence, self.known = d["recurrence"], d["known"]
+
+    def rows_at_once(self, batch_size: int) -> int:
+        return 1  # the mask acts at every step
 
     def _mask(self, row) -> torch.Tensor:
         if self.pattern is None:

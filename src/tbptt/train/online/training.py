@@ -27,20 +27,9 @@ def run_rows(
     mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step ``estimator`` through rows (T, B[, F]) one at a time from its carried state;
-    returns (the sum of the rows' flat gradient estimates, the rows' loss sum)."""
-    total, loss_sum = None, None
-    for t in range(inputs.shape[0]):
-        loss, grad = estimator.step(
-            inputs[t : t + 1],
-            targets[t : t + 1],
-            mask=mask[t : t + 1] if mask is not None else None,
-            resets=resets[t : t + 1] if resets is not None else None,
-            generator=generator,
-        )
-        total = grad if total is None else total + grad
-        loss_sum = loss if loss_sum is None else loss_sum + loss
-    return total, loss_sum
+    """Step ``estimator`` through rows (T, B[, F]) from its carried state; returns (the sum
+    of the rows' flat gradient estimates, the rows' loss sum) (:meth:`OnlineEstimator.rows`)."""
+    return estimator.rows(inputs, targets, mask=mask, resets=resets, generator=generator)
 
 
 def online_window(

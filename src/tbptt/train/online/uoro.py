@@ -4,7 +4,7 @@ UORO keeps a random rank-one estimate of the sensitivity, J_t ≈ s̃_t θ̃_t�
 whose expectation is the exact J_t. With ν random signs (±1, one per state
 value), each step::
 
-    ρ0 = sqrt(|θ̃| / |A s̃|)          A = ∂f/∂s_{t-1}   (A s̃: one jvp)
+    ρ0 = sqrt(|θ̃| / |A s̃|)          A = ∂f/∂s_{t-1}   (A s̃: reverse over reverse)
     ρ1 = sqrt(|νᵀ D| / |ν|)          D = ∂f/∂θ         (νᵀ D: one vjp)
     s̃ ← ρ0 A s̃ + ρ1 ν               θ̃ ← θ̃ / ρ0 + νᵀ D / ρ1
 
@@ -17,16 +17,17 @@ and θ̃ (P,): one rank-one pair for the whole batch, unbiased as for one
 stream, its variance growing with B.
 
 Cost per step, B streams, S state values per stream, P parameters, c the cost
-of one step of the model: time about 4 c (one forward with its vjp for the
-loss and νᵀD, one jvp for A s̃); memory B S + P values beyond the model's own
-step. The random signs come from the generator passed to :meth:`step` (the
+of one step of the model: time about 4 c (one forward, reverse products for
+the loss and νᵀD, and A s̃ as the transpose of the reverse product: a reverse pass
+through the reverse pass, which needs no second forward and no forward-mode AD);
+memory B S + P values beyond the model's own step. The random signs come from the generator passed to :meth:`step` (the
 trainer's, saved with the run).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.func import jvp
+from torch.func import vjp
 
 from tbptt.train.online.base import OnlineEstimator
 
@@ -60,19 +61,16 @@ class UORO(OnlineEstimator):
         theta = self.fn.theta()
         if generator is None:
             raise ValueError("UORO needs a generator for its random signs")
-        inputs, targets, mask = row
-        rng = torch.get_rng_state()
         loss, s_new, vjp_fn = self._loss_and_vjp(theta, s, row)
         ones, zeros = torch.ones_like(loss), torch.zeros_like(loss)
         g_theta, g_s = vjp_fn((ones, torch.zeros_like(s_new)))
         grad = g_theta + (g_s * self.s_tilde).sum() * self.theta_tilde  # (P,)
         nu = (torch.randint(0, 2, s.shape, generator=generator) * 2 - 1).to(s)  # (B, S)
         nu_d, _ = vjp_fn((zeros, nu))  # (P,)
-        after = torch.get_rng_state()
-        torch.set_rng_state(rng)  # the same dropout masks as the forward above
-        state_of = lambda th, st: self.fn(th, st, inputs, targets, mask)[1]  # noqa: E731
-        a_s = jvp(state_of, (theta, s), (torch.zeros_like(theta), self.s_tilde))[1]  # (B, S)
-        torch.set_rng_state(after)
+        # A s̃ as the transpose of u -> uᵀA (reverse over reverse): no second forward, and no
+        # forward-mode AD, which many user modules' ops take through slow decompositions
+        _, transpose = vjp(lambda u: vjp_fn((zeros, u))[1], torch.zeros_like(s_new))
+        (a_s,) = transpose(self.s_tilde)  # (B, S)
         rho0 = torch.sqrt((self.theta_tilde.norm() + EPS) / (a_s.norm() + EPS))
         rho1 = torch.sqrt((nu_d.norm() + EPS) / (nu.norm() + EPS))
         self.s_tilde = (rho0 * a_s + rho1 * nu).detach()
