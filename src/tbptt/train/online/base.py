@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import vjp
 
 from tbptt.train.objectives import Objective
 from tbptt.train.online.step import StepFunction
 from tbptt.tree import State
 
-__all__ = ["OnlineEstimator", "stretches"]
+__all__ = ["OnlineEstimator", "ReverseProducts", "stretches"]
 
 
 def stretches(T: int, resets: torch.Tensor | None, longest: int) -> list[tuple[int, int]]:
@@ -27,6 +26,32 @@ def stretches(T: int, resets: torch.Tensor | None, longest: int) -> list[tuple[i
     for a, b in zip(cuts, [*cuts[1:], T]):
         out += [(i, min(i + longest, b)) for i in range(a, b, longest)]
     return out
+
+
+class ReverseProducts:
+    """Batched reverse products of a recorded graph: for cotangents (N, ...) of its
+    ``outputs``, the products with respect to its ``inputs``, (N, ...) each, ``chunk``
+    cotangents at a time (``is_grads_batched``); the graph is freed by the ``last`` call."""
+
+    def __init__(self, outputs, inputs, chunk: int):
+        self.outputs, self.inputs, self.chunk = outputs, inputs, chunk
+
+    def products(self, *cotangents, last: bool = False):
+        N = cotangents[0].shape[0]
+        parts = []
+        for a in range(0, N, self.chunk):
+            parts.append(
+                torch.autograd.grad(
+                    self.outputs,
+                    self.inputs,
+                    [c[a : a + self.chunk] for c in cotangents],
+                    retain_graph=not (last and a + self.chunk >= N),
+                    is_grads_batched=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                )
+            )
+        return tuple(torch.cat(p) if len(parts) > 1 else p[0] for p in zip(*parts))
 
 
 class OnlineEstimator:
@@ -130,11 +155,15 @@ class OnlineEstimator:
 
     # -- pieces the estimators share -----------------------------------------------------
 
-    def _loss_and_vjp(self, theta, s, row):
-        """(loss, s_new, vjp_fn): one forward; ``vjp_fn((dloss, ds_new)) -> (dθ, ds)``."""
+    def _recorded(self, theta, s, row):
+        """One forward of ``row`` from θ (P,) and s (B, S) as autograd leaves, recorded by
+        autograd (no ``torch.func`` transform: its per-op cost dominates small models):
+        (loss, s_new, (θ leaf, s leaf))."""
         inputs, targets, mask = row
-        (loss, s_new), vjp_fn = vjp(lambda th, st: self.fn(th, st, inputs, targets, mask), theta, s)
-        return loss, s_new, vjp_fn
+        with torch.enable_grad():
+            th, st = theta.detach().requires_grad_(True), s.detach().requires_grad_(True)
+            loss, s_new = self.fn(th, st, inputs, targets, mask)
+        return loss, s_new, (th, st)
 
     # -- run state -----------------------------------------------------------------------
 

@@ -11,9 +11,12 @@ Two engines compute it:
   LSTM stacks: A_t, D_t from the step's own gate activations, batched over
   streams, J (B, S, P_s) only for the parameters that reach the state;
 - **torch.func** for every other model (a user's module, zoneout, tied weights):
-  A and D from ``vjp`` of the model's own step, one forward and then B·S vmapped
-  reverse products (a cotangent e_i on stream b gives row i of both of that
-  stream's Jacobians), J (P, B, S).
+  the model's own step as a function of a flat θ (``torch.func.functional_call``),
+  one forward recorded by autograd, then B·S reverse products in batches
+  (``is_grads_batched``; a cotangent e_i on stream b gives row i of both of that
+  stream's Jacobians, the loss's cotangent the gradient), J (P, B, S). Plain
+  autograd rather than a ``torch.func`` transform: on small models the transforms'
+  per-op cost was most of the time (influence balancing: 2x).
 
 The gradient of step t's loss is ∂l_t/∂θ + ∂l_t/∂s_{t-1} · J_{t-1} (the same
 as ∂l_t/∂θ|_{s_t} + ∂l_t/∂s_t · J_t).
@@ -81,7 +84,7 @@ from tbptt.errors import ConfigError
 from tbptt.train.budget import available_memory
 from tbptt.train.memory import cgroup_headroom
 from tbptt.train.objectives import Objective
-from tbptt.train.online.base import OnlineEstimator
+from tbptt.train.online.base import OnlineEstimator, ReverseProducts
 from tbptt.train.online.dense import dense_engine
 
 __all__ = ["RTRL", "SnAp", "SnApLagged", "available_bytes", "check_rtrl_memory", "rtrl_bytes"]
@@ -273,23 +276,22 @@ class RTRL(OnlineEstimator):
         batches of S vjps give D (B, S, P) and A (B, S, S); then J_t = A J_{t-1} + D.
         The gradient is the lagged form, ∂l_t/∂θ + ∂l_t/∂s_{t-1} J_{t-1}.
         """
-        inputs, targets, mask = row
         B, S = s.shape
         P = theta.shape[0]
-        U = inputs.shape[0]
-        step = lambda th, st: self.fn(th, st, inputs, targets, mask)  # noqa: E731
-        (loss, s_new), vjp_fn = vjp(step, theta, s)
+        U = row[0].shape[0]
+        loss, s_new, leaves = self._recorded(theta, s, row)
         chunk = max(1, CHUNK_VALUES // (P + U * B * S))  # a stretch's graph per cotangent
-        rows = vmap(vjp_fn, chunk_size=chunk)
+        graph = ReverseProducts((loss, s_new), leaves, chunk)
         if B * B * S * S <= CHUNK_VALUES:  # every stream's rows and the loss's in one batch
             d_loss, d_s = self._cotangents(B, S, s)
-            g_theta, g_s = rows((d_loss.to(loss.dtype), d_s))  # (1 + B S, P), (1 + B S, B, S)
-            D = g_theta[1:].view(B, S, P)
+            g_theta, g_s = graph.products(d_loss.to(loss.dtype), d_s, last=True)
+            D = g_theta[1:].view(B, S, P)  # (1 + B S, P), (1 + B S, B, S) above
             A = g_s[1:].view(B, S, B, S).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (B, S, S)
             grad = g_theta[0] + torch.einsum("bs,pbs->p", g_s[0], J)  # (P,)
         else:  # stream by stream: S cotangents of (B, S) each
-            g_theta, g_s = vjp_fn((torch.ones_like(loss), torch.zeros_like(s_new)))
-            grad = g_theta + torch.einsum("bs,pbs->p", g_s, J)  # (P,)
+            one = torch.ones(1, dtype=loss.dtype, device=loss.device)
+            g_theta, g_s = graph.products(one, torch.zeros_like(s_new).unsqueeze(0))
+            grad = g_theta[0] + torch.einsum("bs,pbs->p", g_s[0], J)  # (P,)
             D = s.new_empty((B, S, P))
             A = s.new_empty((B, S, S))
             eye = torch.eye(S, dtype=s.dtype, device=s.device)
@@ -297,8 +299,9 @@ class RTRL(OnlineEstimator):
             for b in range(B):
                 cotangents = s.new_zeros((S, B, S))
                 cotangents[:, b, :] = eye  # e_i on stream b, for every i
-                D[b], ds = rows((zeros, cotangents))  # (S, P), (S, B, S)
+                D[b], ds = graph.products(zeros, cotangents, last=b == B - 1)  # (S, P), (S, B, S)
                 A[b] = ds[:, b, :]  # (S_out, S_in)
+        loss, s_new = loss.detach(), s_new.detach()
         new = torch.einsum("bij,pbj->pbi", A, J) + D.permute(2, 0, 1)  # (P, B, S)
         return loss, grad, s_new, new
 

@@ -1,21 +1,22 @@
 """One step of any recurrent model as a pure function of flat parameters and a flat state.
 
-The online estimators differentiate the model's step forward in time with
-``torch.func`` (``jvp`` for sensitivities, ``vjp`` for the loss), so they need
-the step as a function, not a module::
+The generic online estimators differentiate the model's step with respect to its
+parameters and its incoming state (batched reverse products recorded by autograd;
+SnAp's pattern search with ``torch.func``), so they need the step as a function of
+flat tensors, not a module::
 
-    loss_t, s_t = step(θ, s_{t-1}, row t)
+    loss_t, s_t = step(θ, s_{t-1}, rows)
 
 θ (P,) is every trainable parameter of the model, flattened in
 ``model.named_parameters()`` order; s (B, S) is the state of the B streams,
 each stream's tensors flattened into S numbers (an LSTM's hidden and cell of
 every layer, a user module's nested state). The model runs through
-``torch.func.functional_call`` on a window of one row, so every
-:class:`~tbptt.models.RecurrentModel` works: the built-in RNN/GRU/LSTM (on its
-autograd step path, which forward-mode AD can differentiate) and a user's
-:class:`~tbptt.models.custom.StatefulModule`.
+``torch.func.functional_call`` on a window of rows (one, or the U rows between two
+optimizer steps), so every :class:`~tbptt.models.RecurrentModel` works: the built-in
+RNN/GRU/LSTM (on its autograd step path, which every mode of AD can differentiate)
+and a user's :class:`~tbptt.models.custom.StatefulModule`.
 
-Shapes: inputs (1, B) or (1, B, F), targets (1, B) or (1, B, D), mask (1, B)
+Shapes: inputs (U, B) or (U, B, F), targets (U, B) or (U, B, D), mask (U, B)
 bool or None; the state's batch is on dimension ``batch_dim`` of every tensor
 (the model's own ``batch_dim``, default -2).
 """

@@ -4,8 +4,8 @@ UORO keeps a random rank-one estimate of the sensitivity, J_t ≈ s̃_t θ̃_t�
 whose expectation is the exact J_t. With ν random signs (±1, one per state
 value), each step::
 
-    ρ0 = sqrt(|θ̃| / |A s̃|)          A = ∂f/∂s_{t-1}   (A s̃: reverse over reverse)
-    ρ1 = sqrt(|νᵀ D| / |ν|)          D = ∂f/∂θ         (νᵀ D: one vjp)
+    ρ0 = sqrt(|θ̃| / |A s̃|)          A = ∂f/∂s_{t-1}
+    ρ1 = sqrt(|νᵀ D| / |ν|)          D = ∂f/∂θ
     s̃ ← ρ0 A s̃ + ρ1 ν               θ̃ ← θ̃ / ρ0 + νᵀ D / ρ1
 
 (E[ν νᵀ] = I makes the new product unbiased; ρ0, ρ1 minimize its variance,
@@ -16,24 +16,27 @@ The B streams form one system whose state is their concatenation, s̃ (B, S)
 and θ̃ (P,): one rank-one pair for the whole batch, unbiased as for one
 stream, its variance growing with B.
 
-Cost per step, B streams, S state values per stream, P parameters, c the cost
-of one step of the model: time about 4 c (one forward, reverse products for
-the loss and νᵀD, and A s̃ as the transpose of the reverse product: a reverse pass
-through the reverse pass, which needs no second forward and no forward-mode AD);
-memory B S + P values beyond the model's own step. The random signs come from the generator passed to :meth:`step` (the
+Each step is one forward recorded by autograd and one batch of reverse products:
+the loss's (the gradient), ν's (νᵀD) and, for a small state (B S up to
+:data:`DENSE_STATE`), e_k's for every state value, which give A itself and A s̃ as a
+product; for a larger state A s̃ is the transpose of u ↦ uᵀA, a reverse pass through
+the reverse pass. Neither needs a second forward or forward-mode AD (which takes many
+modules' ops, a tensor times a Python number among them, through slow decompositions).
+Memory: B S + P values beyond the model's own step (and the (B S)² of A when it is
+formed). The random signs come from the generator passed to :meth:`step` (the
 trainer's, saved with the run).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.func import vjp
 
-from tbptt.train.online.base import OnlineEstimator
+from tbptt.train.online.base import OnlineEstimator, ReverseProducts
 
 __all__ = ["UORO"]
 
 EPS = 1e-7
+DENSE_STATE = 64  # up to this many state values (B S) A is formed by reverse products
 
 
 class UORO(OnlineEstimator):
@@ -61,18 +64,30 @@ class UORO(OnlineEstimator):
         theta = self.fn.theta()
         if generator is None:
             raise ValueError("UORO needs a generator for its random signs")
-        loss, s_new, vjp_fn = self._loss_and_vjp(theta, s, row)
-        ones, zeros = torch.ones_like(loss), torch.zeros_like(loss)
-        g_theta, g_s = vjp_fn((ones, torch.zeros_like(s_new)))
-        grad = g_theta + (g_s * self.s_tilde).sum() * self.theta_tilde  # (P,)
+        loss, s_new, leaves = self._recorded(theta, s, row)
+        B, S = s.shape
+        n = B * S
         nu = (torch.randint(0, 2, s.shape, generator=generator) * 2 - 1).to(s)  # (B, S)
-        nu_d, _ = vjp_fn((zeros, nu))  # (P,)
-        # A s̃ as the transpose of u -> uᵀA (reverse over reverse): no second forward, and no
-        # forward-mode AD, which many user modules' ops take through slow decompositions
-        _, transpose = vjp(lambda u: vjp_fn((zeros, u))[1], torch.zeros_like(s_new))
-        (a_s,) = transpose(self.s_tilde)  # (B, S)
+        dense = n <= DENSE_STATE  # A itself, from the same batch of reverse products
+        d_loss = loss.new_zeros(2 + (n if dense else 0))
+        d_loss[0] = 1.0
+        d_s = s.new_zeros(d_loss.shape[0], B, S)
+        d_s[1] = nu
+        if dense:
+            d_s[2:].view(n, n).fill_diagonal_(1.0)  # e_k on every state value
+        graph = ReverseProducts((loss, s_new), leaves, chunk=d_loss.shape[0])
+        g_theta, g_s = graph.products(d_loss, d_s, last=dense)
+        grad = g_theta[0] + (g_s[0] * self.s_tilde).sum() * self.theta_tilde  # (P,)
+        nu_d = g_theta[1]  # νᵀD (P,)
+        if dense:  # row k of A is e_kᵀA
+            a_s = (g_s[2:].reshape(n, n) @ self.s_tilde.reshape(n)).view(B, S)
+        else:  # A s̃ as the transpose of u -> uᵀA: a reverse pass through the reverse pass
+            u = torch.zeros_like(s_new, requires_grad=True)
+            with torch.enable_grad():
+                (v,) = torch.autograd.grad(s_new, leaves[1], u, create_graph=True)
+            (a_s,) = torch.autograd.grad(v, u, self.s_tilde)
         rho0 = torch.sqrt((self.theta_tilde.norm() + EPS) / (a_s.norm() + EPS))
         rho1 = torch.sqrt((nu_d.norm() + EPS) / (nu.norm() + EPS))
         self.s_tilde = (rho0 * a_s + rho1 * nu).detach()
         self.theta_tilde = (self.theta_tilde / rho0 + nu_d / rho1).detach()
-        return loss, grad, s_new
+        return loss.detach(), grad, s_new.detach()
