@@ -529,14 +529,9 @@ def make_setup(args, level, kind, hidden, layers) -> Setup:
 
 
 def machine(args, gemm: float) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from tbptt.threads import processor
+
+    cpu = processor()
     config = torch.__config__.show()
     blas = "MKL" if "BLAS_INFO=mkl" in config else "see torch.__config__.show()"
     info = {

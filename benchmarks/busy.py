@@ -154,19 +154,9 @@ def worker(args) -> None:
     )
 
 
-def processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure(args) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
-    from tbptt.threads import usable_cpus
+    from tbptt.threads import processor, usable_cpus
 
     cores = usable_cpus()[0]
     table = settings(cores)

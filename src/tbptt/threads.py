@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -63,6 +64,7 @@ __all__ = [
     "Policy",
     "choose",
     "policy",
+    "processor",
     "read_machine",
     "revise",
     "set_wait_policy",
@@ -200,6 +202,18 @@ def _sample_busy() -> tuple[float, str]:
         return os.getloadavg()[0], "1-minute load average"
     except (AttributeError, OSError):
         return 0.0, "unknown (taken as idle)"
+
+
+def processor() -> str:
+    """The processor's model name (``/proc/cpuinfo``; else what :mod:`platform` says), for
+    reports and benchmark records."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def read_machine() -> Machine:

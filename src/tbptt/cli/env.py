@@ -9,7 +9,7 @@ from importlib import metadata
 import torch
 
 from tbptt.data.corpus import TIME_MACHINE, default_data_dir
-from tbptt.threads import policy, wait_policy
+from tbptt.threads import policy, processor, wait_policy
 
 
 def env_parser(sub) -> None:
@@ -42,7 +42,7 @@ def env_command(args) -> int:
         ("tbptt", tbptt.__version__),
         ("python", platform.python_version()),
         ("platform", platform.platform()),
-        ("processor", platform.processor() or platform.machine()),
+        ("processor", processor()),
         ("cpu count", str(os.cpu_count())),
         ("usable cpus", _usable(machine)),
         ("torch", torch.__version__),

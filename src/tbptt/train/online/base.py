@@ -94,13 +94,8 @@ class OnlineEstimator:
 
         Returns (the row's loss sum, scalar; the gradient estimate of that sum, (P,)).
         """
-        if self.s is None:
-            raise RuntimeError("call start(state) before step()")
-        if resets is not None and bool(resets.any()):
-            self._restart(resets[0])
-        loss, grad, s_new = self._advance(self.s, (inputs, targets, mask), generator)
-        self.s = s_new.detach()
-        return loss.detach(), grad.detach()
+        grad, loss = self.rows(inputs, targets, mask=mask, resets=resets, generator=generator)
+        return loss, grad
 
     def rows(
         self,
@@ -119,12 +114,12 @@ class OnlineEstimator:
         several rows in one pass says how many (:meth:`rows_at_once`); a stretch never
         holds a reset after its first row.
         """
+        if self.s is None:
+            raise RuntimeError("call start(state) before step() or rows()")
         T = inputs.shape[0]
         longest = self.rows_at_once(inputs.shape[1])
         total = loss_sum = None
         for a, b in stretches(T, resets, longest):
-            if self.s is None:
-                raise RuntimeError("call start(state) before rows()")
             if resets is not None and bool(resets[a].any()):
                 self._restart(resets[a])
             row = (inputs[a:b], targets[a:b], mask[a:b] if mask is not None else None)
