@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 
 from tbptt.analysis import NORMS, bias_lab, jacobian_lab, linear_lab, load_model, spectrum_lab
-from tbptt.cli.common import (
-    FLAG_KEYS,
+from tbptt.cli.arguments import (
     add_data_arguments,
     add_model_arguments,
+)
+from tbptt.cli.common import (
+    FLAG_KEYS,
     build_model,
     build_objective,
     given_flags,

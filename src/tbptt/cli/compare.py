@@ -11,11 +11,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tbptt.cli.common import (
+from tbptt.cli.arguments import (
     STRATEGY_HELP,
     add_data_arguments,
     add_model_arguments,
     add_optimizer_arguments,
+)
+from tbptt.cli.common import (
     build_model,
     build_objective,
     check_device,

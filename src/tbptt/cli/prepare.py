@@ -10,16 +10,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from tbptt.cli.arguments import columns
 from tbptt.data import NORMALIZERS, TOKENIZERS
 from tbptt.data.config import DataConfig
 from tbptt.data.prepared import OutputExists, prepare, prepare_series_file
 from tbptt.errors import ConfigError, DataError
 
 __all__ = ["prepare_parser", "prepare_command"]
-
-
-def _columns(text: str) -> tuple[str, ...]:
-    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def prepare_parser(sub=None) -> argparse.ArgumentParser:
@@ -85,9 +82,9 @@ def prepare_parser(sub=None) -> argparse.ArgumentParser:
         "memory for evaluation, 8 bytes a token",
     )
     g = p.add_argument_group("time series (read in memory once, stored as float32)")
-    g.add_argument("--target", type=_columns, metavar="COL[,COL]", help="the column(s) to forecast")
+    g.add_argument("--target", type=columns, metavar="COL[,COL]", help="the column(s) to forecast")
     g.add_argument(
-        "--inputs", type=_columns, metavar="COL[,COL]", help="input columns (default: the targets)"
+        "--inputs", type=columns, metavar="COL[,COL]", help="input columns (default: the targets)"
     )
     g.add_argument("--horizon", type=int, metavar="H", help=f"steps ahead (default: {d.horizon})")
     g.add_argument("--series-id", metavar="COL", help="a column naming independent series")
