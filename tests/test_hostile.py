@@ -37,8 +37,8 @@ from tbptt.data.prepared import (
 from tbptt.data.prepared.format import vocab_sha256
 from tbptt.data.tokenize import vocab_difference
 from tbptt.errors import CheckpointError, TbpttError
-from tbptt.train import distributed
 from tbptt.train.checkpoint import RunLock, save_checkpoint
+from tbptt.train.distributed import group as distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = "the time traveller held in his hand a glittering metallic framework".split()
