@@ -6,15 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from tbptt.data.forecast import (
-    Rows,
-    Season,
-    autocorrelation,
-    detect_season,
-    fit_autoregression,
-    fit_baselines,
-    fit_direct_baselines,
-)
+from tbptt.data.forecast import Rows, fit_autoregression, fit_baselines, fit_direct_baselines
+from tbptt.data.season import Season, autocorrelation, detect_season
 from tbptt.errors import DataError
 
 
