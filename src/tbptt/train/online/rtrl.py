@@ -287,11 +287,11 @@ class RTRL(OnlineEstimator):
             g_theta, g_s = graph.products(d_loss.to(loss.dtype), d_s, last=True)
             D = g_theta[1:].view(B, S, P)  # (1 + B S, P), (1 + B S, B, S) above
             A = g_s[1:].view(B, S, B, S).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (B, S, S)
-            grad = g_theta[0] + torch.einsum("bs,pbs->p", g_s[0], J)  # (P,)
+            grad = g_theta[0] + torch.mv(J.reshape(P, -1), g_s[0].reshape(-1))  # (P,)
         else:  # stream by stream: S cotangents of (B, S) each
             one = torch.ones(1, dtype=loss.dtype, device=loss.device)
             g_theta, g_s = graph.products(one, torch.zeros_like(s_new).unsqueeze(0))
-            grad = g_theta[0] + torch.einsum("bs,pbs->p", g_s[0], J)  # (P,)
+            grad = g_theta[0] + torch.mv(J.reshape(P, -1), g_s[0].reshape(-1))  # (P,)
             D = s.new_empty((B, S, P))
             A = s.new_empty((B, S, S))
             eye = torch.eye(S, dtype=s.dtype, device=s.device)
@@ -302,7 +302,8 @@ class RTRL(OnlineEstimator):
                 D[b], ds = graph.products(zeros, cotangents, last=b == B - 1)  # (S, P), (S, B, S)
                 A[b] = ds[:, b, :]  # (S_out, S_in)
         loss, s_new = loss.detach(), s_new.detach()
-        new = torch.einsum("bij,pbj->pbi", A, J) + D.permute(2, 0, 1)  # (P, B, S)
+        # J_t = A J + D, stream by stream: (B, P, S) = D^T + J_b A^T, kept as (P, B, S)
+        new = torch.baddbmm(D.transpose(1, 2), J.transpose(0, 1), A.transpose(1, 2)).transpose(0, 1)
         return loss, grad, s_new, new
 
 
