@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tbptt.models import KINDS, Recurrent
-from tbptt.models.steps import _StepThreads, gated_layer, projected_layer
+from tbptt.models.steps import gated_layer, projected_layer
+from tbptt.threads import StepThreads
 from tests.reference import reference_loss, tiny_batch, tiny_lm
 
 GROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}
@@ -269,7 +270,7 @@ def test_the_step_thread_switch_restores_the_count_when_the_loop_raises():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with pytest.raises(RuntimeError), _StepThreads() as switch:
+        with pytest.raises(RuntimeError), StepThreads() as switch:
             assert torch.get_num_threads() == 1
             switch.wide()
             assert torch.get_num_threads() == 2

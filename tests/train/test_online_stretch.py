@@ -108,3 +108,27 @@ def test_stretches_cut_at_resets_and_at_the_longest():
     assert stretches(10, resets, 4) == [(0, 3), (3, 4), (4, 8), (8, 10)]
     assert stretches(10, None, 4) == [(0, 4), (4, 8), (8, 10)]
     assert stretches(3, resets[:3], 1) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_the_diagonal_window_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    torch.manual_seed(1)
+    cfg = ModelConfig(vocab_size=7, kind="mingru", hidden_size=4, embedding_size=3, dropout=0.0)
+    model = RecurrentNet(cfg).double()
+    est = build_estimator(parse_strategy("rtrl"), model, LanguageModel())
+    inputs, targets = tiny_batch(T=T, B=B, seed=4)
+    est.start(model.initial_state(B))
+    seen = []
+    window = type(est)._window
+
+    def spy(self, *args):
+        seen.append(torch.get_num_threads())
+        return window(self, *args)
+
+    monkeypatch.setattr(type(est), "_window", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        est.rows(inputs, targets)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -45,7 +45,7 @@ threads every such region wakes a worker that slept since the previous one (tbpt
 OpenMP's spin-waiting, :mod:`tbptt.threads`) and costs more than the op itself: the
 step path ran slower with two threads than with one. Inside the loops torch therefore
 runs on one thread, and each step's matrix product switches to all of them
-(:class:`_StepThreads`; a switch costs about 0.1 us).
+(:class:`tbptt.threads.StepThreads`; a switch costs about 0.1 us).
 
 Shapes: xproj (T, B, G*H) = inputs W_ih^T + b_ih; h0, c0 (B, H); w_hh (G*H, H);
 b_hh (G*H,); outputs (T, B, H). G = 4 (lstm), 3 (gru), 1 (rnn, relu, linear).
@@ -57,6 +57,8 @@ from collections.abc import Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from tbptt.threads import StepThreads
 
 __all__ = ["gated_layer", "projected_layer"]
 
@@ -119,34 +121,6 @@ def _carry_factor(scales, keeps, t):
     return keeps[t] * s if t in keeps else s
 
 
-class _StepThreads:
-    """One thread for a step loop's elementwise ops, all of them for its matrix products.
-
-    ``with _StepThreads() as threads:`` runs the block on one thread; ``threads.wide()``
-    before a step's product and ``threads.narrow()`` after it (no-ops when torch runs on
-    one thread anyway). The thread count is restored however the block ends.
-    """
-
-    def __init__(self):
-        self.threads = torch.get_num_threads()
-        if self.threads > 1:
-            self.wide = lambda: torch.set_num_threads(self.threads)
-            self.narrow = lambda: torch.set_num_threads(1)
-        else:
-            self.wide = self.narrow = _nothing
-
-    def __enter__(self) -> _StepThreads:
-        self.narrow()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wide()
-
-
-def _nothing() -> None:
-    pass
-
-
 class _LSTMLayer(torch.autograd.Function):
     """One LSTM layer over a window. With ``w_ih`` the layer's input projection is part of
     the node (one matrix product for the window, ``x W_ih^T + bias``, written straight into
@@ -183,7 +157,7 @@ class _LSTMLayer(torch.autograd.Function):
         if grad:
             m_dc_t, fs_t = m_dc.unbind(0), forget.unbind(0)
         h = h0
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T):
                 if t in keeps:
                     h = h * keeps[t]
@@ -228,7 +202,7 @@ class _LSTMLayer(torch.autograd.Function):
         dh, dh_next = torch.add(d_out_t[T - 1], d_hT), torch.empty_like(d_hT)
         dc, dc_next = torch.addcmul(d_cT, dh, m_dc_t[T - 1]), torch.empty_like(d_hT)
         dcu, dcu_next = dc.unsqueeze(1), dc_next.unsqueeze(1)  # (B, 1, H) views
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T - 1, -1, -1):
                 torch.mul(f3[t], dcu, out=d3[t])
                 torch.mul(fo_t[t], dh, out=do_t[t])
@@ -289,7 +263,7 @@ class _GRULayer(torch.autograd.Function):
         rz_t, r_t, z_t = rz.unbind(0), rz[..., :H].unbind(0), rz[..., H:].unbind(0)
         n_t, out_t = n.unbind(0), out.unbind(0)
         h = h0
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T):
                 if t in keeps:
                     h = h * keeps[t]
@@ -325,7 +299,7 @@ class _GRULayer(torch.autograd.Function):
         dn_t, mn_t, mz_t, mr_t = dn_pre.unbind(0), m_n.unbind(0), m_z.unbind(0), m_r.unbind(0)
         r_t, zc_t, d_out_t = r.unbind(0), z_carry.unbind(0), d_out.unbind(0)
         dh = d_out_t[T - 1] + d_hT
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T - 1, -1, -1):
                 torch.mul(dh, mn_t[t], out=dn_t[t])
                 torch.mul(dh, mz_t[t], out=dz_t[t])
@@ -373,7 +347,7 @@ class _SimpleLayer(torch.autograd.Function):
         w_t = w_hh.t().contiguous()  # (H, G*H): a row-major right operand is the faster product
         out_t = out.unbind(0)
         h = h0
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T):
                 if t in keeps:
                     h = h * keeps[t]
@@ -402,7 +376,7 @@ class _SimpleLayer(torch.autograd.Function):
         d_t, d_out_t = d.unbind(0), d_out.unbind(0)
         slope_t = slope.unbind(0) if slope is not None else None
         dh = d_out_t[T - 1] + d_hT
-        with _StepThreads() as threads:
+        with StepThreads() as threads:
             for t in range(T - 1, -1, -1):
                 if slope_t is None:
                     d_t[t].copy_(dh)

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tbptt.threads import StepThreads
 from tbptt.train.objectives import Objective
 from tbptt.train.online.base import OnlineEstimator
 
@@ -249,6 +250,10 @@ class DiagonalRTRL(OnlineEstimator):
         once, the states by a scan (h_t = a_t ⊙ h_{t-1} + b_t), the sensitivities by a scan
         (e_t = a_t ⊙ e_{t-1} + c_t), then every row's δ^l by one spatial backpropagation
         over the U B (row, stream) pairs, which do not interact inside a step."""
+        with StepThreads():  # element-wise work and small products: one thread (tbptt.threads)
+            return self._window(s, row)
+
+    def _window(self, s, row):
         inputs, targets, mask = row
         U, B = inputs.shape[:2]
         with torch.no_grad():
