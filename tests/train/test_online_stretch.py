@@ -112,7 +112,9 @@ def test_stretches_cut_at_resets_and_at_the_longest():
 
 def test_the_diagonal_window_runs_on_one_thread_and_restores_the_count(monkeypatch):
     torch.manual_seed(1)
-    cfg = ModelConfig(vocab_size=7, kind="mingru", hidden_size=4, embedding_size=3, dropout=0.0)
+    cfg = ModelConfig(
+        vocab_size=7, kind="mingru", hidden_size=4, num_layers=1, embedding_size=3, dropout=0.0
+    )
     model = RecurrentNet(cfg).double()
     est = build_estimator(parse_strategy("rtrl"), model, LanguageModel())
     inputs, targets = tiny_batch(T=T, B=B, seed=4)
