@@ -33,7 +33,8 @@ backpropagation inside the stretch, exact sensitivities across stretches (the hy
 of Williams & Zipser 1990 and Schmidhuber 1992): the same gradient as U single steps,
 in one forward, one reverse pass and one batch of B·S reverse products instead of U
 of each, at the cost of the stretch's activations (at most :data:`WINDOW_ROWS` rows at
-a time; a reset starts a new stretch).
+a time; a reset starts a new stretch). It relies on the model contract: U rows in one
+call are U steps of the recurrence.
 
 **SnAp-N** (Menick et al. 2020) keeps J only on the entries (parameter p,
 state unit i) that N steps of the recurrence can connect, starting from the
