@@ -5,7 +5,7 @@ import torch
 
 from tbptt.models import KINDS, Recurrent
 from tbptt.models.steps import gated_layer, projected_layer
-from tbptt.threads import StepThreads
+from tbptt.threads.loops import StepThreads
 from tests.reference import reference_loss, tiny_batch, tiny_lm
 
 GROWS = {"lstm": 4, "gru": 3, "rnn": 1, "relu": 1, "linear": 1}

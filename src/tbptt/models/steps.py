@@ -58,7 +58,7 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from tbptt.threads import StepThreads
+from tbptt.threads.loops import StepThreads
 
 __all__ = ["gated_layer", "projected_layer"]
 

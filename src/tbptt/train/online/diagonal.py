@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tbptt.threads import StepThreads
+from tbptt.threads.loops import StepThreads
 from tbptt.train.objectives import Objective
 from tbptt.train.online.base import OnlineEstimator
 
