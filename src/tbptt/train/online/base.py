@@ -70,6 +70,7 @@ class OnlineEstimator:
     def __init__(self, model: nn.Module, objective: Objective):
         self.fn = StepFunction(model, objective)
         self.s: torch.Tensor | None = None  # (B, S)
+        self._cotangent_key = self._cotangent = None  # :meth:`_cotangents`, made once per shape
 
     @property
     def state(self) -> State | None:
@@ -149,6 +150,21 @@ class OnlineEstimator:
         self._clear()
 
     # -- pieces the estimators share -----------------------------------------------------
+
+    def _cotangents(self, B: int, S: int, like: torch.Tensor, free: int = 0, every: bool = True):
+        """Cotangents for :class:`ReverseProducts` of (loss, s_new): (d_loss (N,), d_s (N, B, S)),
+        N = 1 + ``free`` (+ B S with ``every``): row 0 the loss's (1, 0), then ``free`` zero
+        rows the caller fills, then e_k on every state value (stream b, unit i at 1 + free +
+        b S + i). Made once per shape and reused (a caller writes its free rows each step)."""
+        key = (B, S, free, every, like.dtype, like.device)
+        if self._cotangent_key != key:
+            n = B * S if every else 0
+            d_loss = like.new_zeros(1 + free + n)
+            d_loss[0] = 1.0
+            d_s = like.new_zeros(1 + free + n, B * S)
+            d_s[1 + free :].fill_diagonal_(1.0)
+            self._cotangent_key, self._cotangent = key, (d_loss, d_s.view(-1, B, S))
+        return self._cotangent
 
     def _recorded(self, theta, s, row):
         """One forward of ``row`` from θ (P,) and s (B, S) as autograd leaves, recorded by

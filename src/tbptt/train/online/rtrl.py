@@ -236,19 +236,6 @@ class RTRL(OnlineEstimator):
 
     # -- the step ------------------------------------------------------------------------
 
-    def _cotangents(self, B: int, S: int, like: torch.Tensor):
-        """(d_loss (1 + B S,), d_s (1 + B S, B, S)): the loss's cotangent, then e_i on stream b
-        for every (b, i), made once per shape."""
-        key = (B, S, like.dtype, like.device)
-        if getattr(self, "_cot_key", None) != key:
-            d_loss = like.new_zeros(1 + B * S)
-            d_loss[0] = 1.0
-            d_s = torch.cat(
-                [like.new_zeros(1, B * S), torch.eye(B * S, dtype=like.dtype, device=like.device)]
-            )
-            self._cot_key, self._cot = key, (d_loss, d_s.view(1 + B * S, B, S))
-        return self._cot
-
     def rows_at_once(self, batch_size: int) -> int:
         """The ``torch.func`` engine takes a stretch of rows in one pass (module docstring)."""
         return WINDOW_ROWS if self.engine is None else 1

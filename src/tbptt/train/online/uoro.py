@@ -69,12 +69,8 @@ class UORO(OnlineEstimator):
         n = B * S
         nu = (torch.randint(0, 2, s.shape, generator=generator) * 2 - 1).to(s)  # (B, S)
         dense = n <= DENSE_STATE  # A itself, from the same batch of reverse products
-        d_loss = loss.new_zeros(2 + (n if dense else 0))
-        d_loss[0] = 1.0
-        d_s = s.new_zeros(d_loss.shape[0], B, S)
+        d_loss, d_s = self._cotangents(B, S, s, free=1, every=dense)  # the loss's, ν's, e_k's
         d_s[1] = nu
-        if dense:
-            d_s[2:].view(n, n).fill_diagonal_(1.0)  # e_k on every state value
         graph = ReverseProducts((loss, s_new), leaves, chunk=d_loss.shape[0])
         g_theta, g_s = graph.products(d_loss, d_s, last=dense)
         grad = g_theta[0] + (g_s[0] * self.s_tilde).sum() * self.theta_tilde  # (P,)
