@@ -89,3 +89,16 @@ def tiny_batch(T=6, B=3, vocab=7, seed=0):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab, (T + 1, B), generator=g)
     return tokens[:-1], tokens[1:]
+
+
+def feature_batch(T=7, B=3, inputs=3, outputs=2, seed=1):
+    """Float64 features (T, B, inputs) and targets (T, B, outputs), with per-stream resets
+    (rows 3 and 5) and a loss mask (T, B) that leaves out two (row, stream) pairs."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, inputs, generator=g, dtype=torch.float64)
+    y = torch.randn(T, B, outputs, generator=g, dtype=torch.float64)
+    resets = torch.zeros(T, B, dtype=torch.bool)
+    resets[3, 1] = resets[5, 0] = True
+    mask = torch.ones(T, B, dtype=torch.bool)
+    mask[2, 2] = mask[6, 1] = False
+    return x, y, resets, mask

@@ -9,7 +9,7 @@ from tbptt.train.objectives import LanguageModel, Regression
 from tbptt.train.online import RTRL, online_gradient
 from tbptt.train.online.dense import DenseCells
 from tbptt.truncation import parse_strategy
-from tests.reference import reference_loss, tiny_batch, tiny_lm
+from tests.reference import feature_batch, reference_loss, tiny_batch, tiny_lm
 
 
 def _flat(grads):
@@ -53,13 +53,7 @@ def test_closed_form_rtrl_on_features_with_resets_and_a_loss_mask(kind, embeddin
     cfg = ModelConfig(input_size=3, output_size=2, kind=kind, hidden_size=4, num_layers=2,
                       embedding_size=embedding, dropout=0.0)  # fmt: skip
     model = RecurrentNet(cfg).double()
-    g = torch.Generator().manual_seed(1)
-    inputs = torch.randn(7, 3, 3, generator=g, dtype=torch.float64)
-    targets = torch.randn(7, 3, 2, generator=g, dtype=torch.float64)
-    resets = torch.zeros(7, 3, dtype=torch.bool)
-    resets[3, 1] = resets[5, 0] = True
-    mask = torch.ones(7, 3, dtype=torch.bool)
-    mask[2, 2] = mask[6, 1] = False
+    inputs, targets, resets, mask = feature_batch()
     want = _unrolled(model, inputs, targets, Regression(), resets=resets, mask=mask)
     got = _rtrl(model, inputs, targets, Regression(), resets=resets, mask=mask)
     assert (got - want).abs().max() < 1e-12

@@ -9,7 +9,7 @@ from tbptt.models import ModelConfig, RecurrentNet
 from tbptt.train.objectives import LanguageModel, Regression
 from tbptt.train.online import DiagonalRTRL, build_estimator, online_gradient
 from tbptt.truncation import parse_strategy
-from tests.reference import tiny_batch
+from tests.reference import feature_batch, tiny_batch
 
 KINDS = ["mingru", "minlstm", "lru"]
 
@@ -48,13 +48,7 @@ def test_diagonal_rtrl_on_features_with_resets_and_a_loss_mask(kind):
     cfg = ModelConfig(input_size=3, output_size=2, kind=kind, hidden_size=4, num_layers=1,
                       embedding_size=2, dropout=0.0)  # fmt: skip
     model = RecurrentNet(cfg).double()
-    g = torch.Generator().manual_seed(1)
-    inputs = torch.randn(7, 3, 3, generator=g, dtype=torch.float64)
-    targets = torch.randn(7, 3, 2, generator=g, dtype=torch.float64)
-    resets = torch.zeros(7, 3, dtype=torch.bool)
-    resets[3, 1] = resets[5, 0] = True
-    mask = torch.ones(7, 3, dtype=torch.bool)
-    mask[2, 2] = mask[6, 1] = False
+    inputs, targets, resets, mask = feature_batch()
     marks = dict(resets=resets, mask=mask, objective=Regression())
     got = _flat(online_gradient(model, parse_strategy("rtrl"), inputs, targets, **marks))
     want = _unrolled(model, inputs, targets, Regression(), resets=resets, mask=mask)
